@@ -1,0 +1,38 @@
+# The two commands of CONTRACT.md: `make run` and `make test`. Both create .venv if missing.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck unit integration bench clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+
+# reinstall whenever pyproject.toml changes
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	@$(BIN)/python -m pip install --quiet -e '.[broker]'
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	@$(BIN)/python -m pip install --quiet -e '.[broker,test,rocksdb]'
+	@touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	@$(BIN)/python -m streamapp.launcher
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check streamapp tests
+	$(BIN)/ruff format --check streamapp tests
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check streamapp tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

@@ -1,0 +1,83 @@
+"""The faust application: its settings, topics and tables. Nothing else lives here.
+
+``faust -A streamapp.app worker -l info`` finds the ``app`` attribute. The leaf modules that
+hold the poller and the agents import this module, never the reverse; they are listed in
+``MODULES`` and discovered explicitly.
+
+Importing this module reads the environment only (cheap): no loop, no client, no
+connection is made until the worker starts. A bad setting stops start-up with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import faust
+
+from streamapp.config import Settings, load_settings
+from streamapp.errors import ConfigError
+
+#: the leaf modules that define timers, agents, commands and views
+MODULES = ["streamapp.poller"]
+
+
+def _load() -> Settings:
+    try:
+        return load_settings(require_sources=False)
+    except ConfigError as exc:
+        print(f"streamapp: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+settings = _load()
+
+#: consumer-group session: short enough that a dead worker's sources move within seconds
+SESSION_TIMEOUT = float(os.environ.get("STREAMAPP_SESSION_TIMEOUT", "10"))
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker or "kafka://127.0.0.1:9092",
+    store=settings.store,
+    datadir=settings.data_dir,
+    autodiscover=MODULES,
+    origin="streamapp",
+    topic_partitions=settings.partitions,
+    key_serializer="raw",
+    value_serializer="raw",
+    web_port=settings.web_port,
+    producer_acks=-1,
+    producer_linger_ms=5,
+    broker_session_timeout=SESSION_TIMEOUT,
+    broker_heartbeat_interval=max(0.5, min(3.0, SESSION_TIMEOUT / 6)),
+    broker_commit_every=1000,
+    broker_commit_interval=1.0,
+)
+
+raw_topic = app.topic(
+    settings.topics.raw,
+    partitions=settings.partitions,
+    key_type=bytes,
+    value_type=bytes,
+    internal=True,
+)
+dlq_topic = app.topic(
+    settings.topics.dlq,
+    partitions=settings.partitions,
+    key_type=bytes,
+    value_type=bytes,
+    internal=True,
+)
+
+#: source name → msgspec-encoded Checkpoint. Global: whichever worker leads polls every
+#: source and must see every checkpoint; written outside a stream (use_partitioner) by the
+#: poller, one partition as faust advises for global tables.
+checkpoints = app.GlobalTable(
+    "checkpoints",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=1,
+    recovery_buffer_size=1,
+    use_partitioner=True,
+    default=None,
+)

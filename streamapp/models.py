@@ -1,0 +1,121 @@
+"""msgspec models: typed *views* of PagerDuty audit records and the raw-topic envelope.
+
+A view decodes only the fields a step uses and ignores the rest; the record's own bytes
+travel untouched as ``msgspec.Raw`` so nothing PagerDuty sends is ever lost or rewritten.
+Never ``forbid_unknown_fields`` here: PagerDuty adds fields over time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+
+class Reference(msgspec.Struct, kw_only=True, frozen=True):
+    id: str | None = None
+    type: str | None = None
+    summary: str | None = None
+    self_url: str | None = msgspec.field(default=None, name="self")
+    html_url: str | None = None
+    # some actor references carry more (e.g. an app's name); kept in ``raw``
+
+
+class Method(msgspec.Struct, kw_only=True, frozen=True):
+    type: str
+    truncated_token: str | None = None
+    description: str | None = None
+
+
+class ExecutionContext(msgspec.Struct, kw_only=True, frozen=True):
+    request_id: str | None = None
+    remote_address: str | None = None
+
+
+class FieldChange(msgspec.Struct, kw_only=True, frozen=True):
+    name: str
+    description: str | None = None
+    value: msgspec.Raw | None = None
+    before_value: msgspec.Raw | None = None
+
+
+class ReferenceChange(msgspec.Struct, kw_only=True, frozen=True):
+    name: str
+    description: str | None = None
+    added: list[Reference] | None = None
+    removed: list[Reference] | None = None
+
+
+class Details(msgspec.Struct, kw_only=True, frozen=True):
+    resource: Reference
+    fields: list[FieldChange] | None = None
+    references: list[ReferenceChange] | None = None
+
+
+class AuditRecordView(msgspec.Struct, kw_only=True, frozen=True):
+    """Every field the pipeline reads; required ones are those the API documents as required."""
+
+    id: str
+    execution_time: datetime
+    method: Method
+    root_resource: Reference
+    action: str
+    actors: list[Reference] | None = None
+    execution_context: ExecutionContext | None = None
+    details: Details | None = None
+
+
+class RecordKey(msgspec.Struct, kw_only=True, frozen=True):
+    """The least the collector needs of a record: its id and time."""
+
+    id: str
+    execution_time: datetime
+
+
+class AuditPage(msgspec.Struct, kw_only=True, frozen=True):
+    """One ``GET /audit/records`` response; records stay as raw bytes."""
+
+    records: list[msgspec.Raw]
+    limit: int | None = None
+    next_cursor: str | None = None
+
+
+class PolledRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """A record as the client hands it out: the exact bytes beside its id and time."""
+
+    id: str
+    execution_time: datetime
+    raw: msgspec.Raw
+
+
+class RawEnvelope(msgspec.Struct, kw_only=True, frozen=True):
+    """The value on ``pagerduty_audit_logs_raw``: the record as sent, plus where it came from."""
+
+    source_name: str
+    source_type: str = "pagerduty"
+    polled_at: datetime
+    record: msgspec.Raw
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 UTC with millisecond precision and a ``Z``: ``2026-11-26T06:28:03.120Z``."""
+    moment = as_utc(moment)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class Checkpoint(msgspec.Struct, kw_only=True, frozen=True):
+    """A source's progress: every record before ``until`` has been acknowledged by the broker."""
+
+    until: datetime
+    updated_at: datetime
+    #: records sent in the acknowledged windows so far (duplicates of the overlap included)
+    records: int = 0
+    #: the newest execution_time seen, for lag and health reporting
+    last_record_at: datetime | None = None

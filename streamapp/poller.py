@@ -1,0 +1,209 @@
+"""The poller: every source polled by exactly one worker, the leader, at its interval.
+
+Thin faust shell around ``streamapp.collector.poll_once``. A one-second ticker runs on every
+worker; on the leader it starts a poll task per source when one is due, and on any worker
+that is not (or no longer) the leader it cancels whatever polls it still runs, so after a
+failover exactly one worker polls. Records go to the raw topic keyed by id; checkpoints
+live in the global ``checkpoints`` table (a Kafka changelog), so any worker resumes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import msgspec
+from mode import Service
+
+from streamapp.app import app, checkpoints, dlq_topic, raw_topic, settings
+from streamapp.collector import PollInterrupted, poll_once
+from streamapp.config import SourceConfig
+from streamapp.deadletter import dead_letter
+from streamapp.errors import PagerDutyError, PublishError
+from streamapp.models import Checkpoint, RawEnvelope
+from streamapp.pagerduty.auth import make_auth
+from streamapp.pagerduty.client import Page, PagerDutyClient
+
+log = logging.getLogger("streamapp.poller")
+
+_encode = msgspec.json.Encoder().encode
+_decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
+
+#: the largest window one request walks (PagerDuty allows 31 days; a day keeps a failed
+#: window cheap to repeat and a backfill's progress fine-grained)
+MAX_WINDOW = timedelta(days=1)
+
+
+class TableCheckpoints:
+    """CheckpointStore over the global changelog-backed table."""
+
+    def get(self, source_name: str) -> Checkpoint | None:
+        value = checkpoints.get(source_name.encode())
+        if value is None:
+            return None
+        try:
+            return _decode_checkpoint(value)
+        except msgspec.ValidationError:
+            log.error("checkpoint of source %r is unreadable; starting it afresh", source_name)
+            return None
+
+    def put(self, source_name: str, checkpoint: Checkpoint) -> None:
+        checkpoints[source_name.encode()] = _encode(checkpoint)
+
+
+class KafkaPublisher:
+    """Publisher sending each record to the raw topic, keyed by id, via faust's producer."""
+
+    async def publish(self, source_name: str, page: Page) -> Awaitable[None]:
+        producer = app.producer
+        now = datetime.now(UTC)
+        futures: list[Awaitable[object]] = []
+        try:
+            for record in page.records:
+                value = _encode(
+                    RawEnvelope(source_name=source_name, polled_at=now, record=record.raw)
+                )
+                futures.append(
+                    await producer.send(
+                        raw_topic.get_topic_name(),
+                        record.id.encode(),
+                        value,
+                        None,
+                        None,
+                        {"source_name": source_name.encode()},
+                    )
+                )
+            for bad in page.malformed:
+                letter = dead_letter(
+                    bytes(bad.raw),
+                    reason=bad.reason,
+                    stage="poll",
+                    source_name=source_name,
+                    at=now,
+                )
+                futures.append(
+                    await producer.send(
+                        dlq_topic.get_topic_name(), None, _encode(letter), None, None, None
+                    )
+                )
+        except Exception as exc:
+            raise PublishError(f"the broker refused a write: {type(exc).__name__}") from None
+        return _all_acknowledged(futures)
+
+
+async def _all_acknowledged(futures: list[Awaitable[object]]) -> None:
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise PublishError(
+            f"the broker did not acknowledge {len(failures)} of {len(results)} records: "
+            f"{type(failures[0]).__name__}"
+        )
+
+
+class SourceRunner:
+    """One source's poll loop state on this worker."""
+
+    def __init__(self, source: SourceConfig, http: httpx.AsyncClient) -> None:
+        self.source = source
+        self.client = PagerDutyClient(
+            http, base_url=source.api_url, auth=make_auth(source.credentials, http)
+        )
+        self.next_due = 0.0
+        self.task: asyncio.Task[None] | None = None
+        self.consecutive_failures = 0
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def poll(self) -> None:
+        started = time.monotonic()
+        try:
+            report = await poll_once(
+                self.source.name,
+                self.client,
+                KafkaPublisher(),
+                TableCheckpoints(),
+                lookback=self.source.lookback,
+                overlap=self.source.overlap,
+                max_window=MAX_WINDOW,
+                keep_going=app.is_leader,
+            )
+        except PollInterrupted:
+            log.info("poll source=%s stopped: this worker no longer leads", self.source.name)
+            return
+        except (PagerDutyError, PublishError) as exc:
+            self.consecutive_failures += 1
+            log.warning(
+                "poll source=%s failed (%s, %d in a row): %s; checkpoint unchanged",
+                self.source.name,
+                getattr(exc, "kind", "publish"),
+                self.consecutive_failures,
+                exc,
+            )
+            return
+        finally:
+            self.next_due = started + self.source.poll_interval.total_seconds()
+        self.consecutive_failures = 0
+        log.info(report.summary())
+        if report.windows_done < len(report.windows):  # pragma: no cover - defensive
+            self.next_due = 0.0
+
+
+@app.service
+class Poller(Service):
+    """Starts due polls on the leader; cancels them anywhere else."""
+
+    def __post_init__(self) -> None:
+        self.runners: dict[str, SourceRunner] = {}
+        self.http: httpx.AsyncClient | None = None
+
+    async def on_start(self) -> None:
+        if not settings.sources:
+            log.error("no PagerDuty source configured: set PAGERDUTY_API_TOKEN or "
+                      "STREAMAPP_SOURCES_FILE")
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            headers={"User-Agent": "streamapp/0.1 (+audit-records collector)"},
+        )
+        self.runners = {s.name: SourceRunner(s, self.http) for s in settings.sources}
+
+    async def on_stop(self) -> None:
+        await self._cancel_all()
+        if self.http is not None:
+            await self.http.aclose()
+
+    async def _cancel_all(self) -> None:
+        tasks = [r.task for r in self.runners.values() if r.running]
+        for task in tasks:
+            assert task is not None
+            task.cancel()
+        for task in tasks:
+            assert task is not None
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    @Service.task
+    async def _ticker(self) -> None:
+        while not self.should_stop:
+            await self.tick()
+            await self.sleep(0.5)
+
+    async def tick(self) -> None:
+        if not app.is_leader():
+            if any(r.running for r in self.runners.values()):
+                log.info("this worker is no longer the leader: stopping its polls")
+                await self._cancel_all()
+            return
+        if app.rebalancing or app.in_recovery:
+            return
+        now = time.monotonic()
+        for runner in self.runners.values():
+            if not runner.running and now >= runner.next_due:
+                runner.task = asyncio.ensure_future(runner.poll())

