@@ -9,6 +9,7 @@ refused write) ends the poll with the checkpoint where the last whole window lef
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from streamapp.errors import StreamappError
 from streamapp.models import Checkpoint, as_utc
 from streamapp.pagerduty.client import Page
 from streamapp.windows import Window, advance, plan_windows
+
+log = logging.getLogger("streamapp.collector")
 
 
 class PageSource(Protocol):
@@ -140,6 +143,14 @@ async def poll_once(
             report.records += window_records
             report.windows_done += 1
             report.checkpoint = updated.until
+            log.info(
+                "checkpoint source=%s until=%s window=%d/%d records=%d",
+                source_name,
+                updated.until.isoformat(),
+                report.windows_done,
+                len(report.windows),
+                window_records,
+            )
     except BaseException as exc:
         report.error = exc
         raise
