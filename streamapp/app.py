@@ -10,7 +10,6 @@ connection is made until the worker starts. A bad setting stops start-up with on
 
 from __future__ import annotations
 
-import os
 import sys
 
 import faust
@@ -32,9 +31,6 @@ def _load() -> Settings:
 
 settings = _load()
 
-#: consumer-group session: short enough that a dead worker's sources move within seconds
-SESSION_TIMEOUT = float(os.environ.get("STREAMAPP_SESSION_TIMEOUT", "10"))
-
 app = faust.App(
     settings.app_id,
     broker=settings.broker or "kafka://127.0.0.1:9092",
@@ -48,8 +44,9 @@ app = faust.App(
     web_port=settings.web_port,
     producer_acks=-1,
     producer_linger_ms=5,
-    broker_session_timeout=SESSION_TIMEOUT,
-    broker_heartbeat_interval=max(0.5, min(3.0, SESSION_TIMEOUT / 6)),
+    # short enough that a dead worker's sources and partitions move within seconds
+    broker_session_timeout=settings.session_timeout,
+    broker_heartbeat_interval=max(0.5, min(3.0, settings.session_timeout / 6)),
     broker_commit_every=1000,
     broker_commit_interval=1.0,
 )

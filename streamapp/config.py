@@ -117,6 +117,14 @@ class Settings:
     web_port: int
     log_level: str
     log_json: bool
+    #: consumer-group session timeout: how long a dead worker keeps its sources and partitions
+    session_timeout: float = 10.0
+    #: seconds one PagerDuty request may take before it counts as a timeout
+    http_timeout: float = 30.0
+    #: attempts per PagerDuty request before a poll gives up (its checkpoint stays put)
+    http_retry_attempts: int = 6
+    #: first backoff step of the capped, jittered exponential backoff
+    http_retry_base: float = 0.5
 
 
 #: (variable, default as shown to humans, meaning) for every variable load_settings reads
@@ -179,6 +187,22 @@ SETTINGS_TABLE: list[tuple[str, str, str]] = [
     ("STREAMAPP_TOPIC_OUTPUT", "`pagerduty_audit_logs`", "name of the output topic"),
     ("STREAMAPP_TOPIC_NOTIFICATIONS", "`notifications`", "name of the health-alert topic"),
     ("STREAMAPP_TOPIC_DLQ", "`pagerduty_audit_logs_dlq`", "name of the dead-letter topic"),
+    (
+        "STREAMAPP_SESSION_TIMEOUT",
+        "`10`",
+        "Kafka consumer-group session timeout in seconds: how soon another worker takes over",
+    ),
+    ("STREAMAPP_HTTP_TIMEOUT", "`30`", "seconds one PagerDuty request may take"),
+    (
+        "STREAMAPP_HTTP_RETRY_ATTEMPTS",
+        "`6`",
+        "attempts per PagerDuty request (429, 5xx, timeouts) before a poll fails and retries later",
+    ),
+    (
+        "STREAMAPP_HTTP_RETRY_BASE",
+        "`0.5`",
+        "first step in seconds of the capped, jittered exponential backoff",
+    ),
 ]
 
 KNOWN_VARIABLES = frozenset(row[0] for row in SETTINGS_TABLE)
@@ -340,6 +364,8 @@ def _broker(value: str, what: str) -> str:
     urls: list[str] = []
     scheme: str | None = None
     for item in items:
+        if "@" in item:  # never echo what may be a password
+            raise ConfigError(f"{what}: credentials in the broker URL are not supported")
         if "://" in item:
             item_scheme, _, rest = item.partition("://")
             item_scheme = item_scheme.lower()
@@ -520,10 +546,26 @@ def load_settings(
     json_value = _env_get(env, "STREAMAPP_LOG_JSON")
     log_json = _bool(json_value, "STREAMAPP_LOG_JSON") if json_value else False
 
+    session_timeout = _seconds(env, "STREAMAPP_SESSION_TIMEOUT", 10.0, 1.0, 300.0)
+    http_timeout = _seconds(env, "STREAMAPP_HTTP_TIMEOUT", 30.0, 0.1, 600.0)
+    http_retry_base = _seconds(env, "STREAMAPP_HTTP_RETRY_BASE", 0.5, 0.0, 60.0)
+    attempts_value = _env_get(env, "STREAMAPP_HTTP_RETRY_ATTEMPTS")
+    http_retry_attempts = (
+        _int(attempts_value, "STREAMAPP_HTTP_RETRY_ATTEMPTS", 1, 100) if attempts_value else 6
+    )
+
     sources: list[SourceConfig] = []
     sources_file = _env_get(env, "STREAMAPP_SOURCES_FILE")
     if sources_file is not None:
-        sources.extend(load_sources_file(sources_file.strip(), defaults=defaults))
+        ctx = _FileContext(Path(sources_file.strip()).expanduser())
+        try:
+            data = ctx.path.read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(
+                f"STREAMAPP_SOURCES_FILE: cannot read {ctx.label!r}: {reason}"
+            ) from None
+        sources.extend(_parse_sources(data, ctx, defaults))
     if token is not None:
         for existing in sources:
             if existing.name == source_name:
@@ -559,7 +601,24 @@ def load_settings(
         web_port=web_port,
         log_level=log_level,
         log_json=log_json,
+        session_timeout=session_timeout,
+        http_timeout=http_timeout,
+        http_retry_attempts=http_retry_attempts,
+        http_retry_base=http_retry_base,
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    value = _env_get(env, name)
+    if value is None:
+        return default
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds, got {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name}: expected {low:g} to {high:g} seconds, got {value!r}")
+    return number
 
 
 def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
@@ -809,6 +868,12 @@ def load_sources_file(path: str | Path, *, defaults: SourceDefaults) -> tuple[So
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"{ctx.label}: cannot read the sources file: {reason}") from None
+    return _parse_sources(data, ctx, defaults)
+
+
+def _parse_sources(
+    data: bytes, ctx: _FileContext, defaults: SourceDefaults
+) -> tuple[SourceConfig, ...]:
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:

@@ -45,7 +45,7 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
-    def __reduce__(self) -> object:  # never pickled into a changelog or a message
+    def __reduce__(self) -> str:  # never pickled into a changelog or a message
         raise TypeError("a Secret cannot be serialized")
 
 
