@@ -28,6 +28,7 @@ from streamapp.errors import PagerDutyError, PublishError
 from streamapp.models import Checkpoint, RawEnvelope
 from streamapp.pagerduty.auth import make_auth
 from streamapp.pagerduty.client import Page, PagerDutyClient
+from streamapp.pagerduty.retry import RetryPolicy
 
 log = logging.getLogger("streamapp.poller")
 
@@ -112,7 +113,13 @@ class SourceRunner:
     def __init__(self, source: SourceConfig, http: httpx.AsyncClient) -> None:
         self.source = source
         self.client = PagerDutyClient(
-            http, base_url=source.api_url, auth=make_auth(source.credentials, http)
+            http,
+            base_url=source.api_url,
+            auth=make_auth(source.credentials, http),
+            retry=RetryPolicy(
+                max_attempts=settings.http_retry_attempts, base_delay=settings.http_retry_base
+            ),
+            timeout=settings.http_timeout,
         )
         self.next_due = 0.0
         self.task: asyncio.Task[None] | None = None
@@ -169,7 +176,8 @@ class Poller(Service):
             log.error("no PagerDuty source configured: set PAGERDUTY_API_TOKEN or "
                       "STREAMAPP_SOURCES_FILE")
         self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0, connect=10.0),
+            timeout=httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout)),
+            follow_redirects=False,
             headers={"User-Agent": "streamapp/0.1 (+audit-records collector)"},
         )
         self.runners = {s.name: SourceRunner(s, self.http) for s in settings.sources}
