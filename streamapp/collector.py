@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -25,13 +25,9 @@ log = logging.getLogger("streamapp.collector")
 
 
 class PageSource(Protocol):
-    def pages(self, *, since: datetime, until: datetime, limit: int = 100) -> AsyncIteratorOfPages:
-        ...
-
-
-class AsyncIteratorOfPages(Protocol):
-    def __aiter__(self) -> AsyncIteratorOfPages: ...
-    async def __anext__(self) -> Page: ...
+    def pages(
+        self, *, since: datetime, until: datetime, limit: int = 100
+    ) -> AsyncIterator[Page]: ...
 
 
 class Publisher(Protocol):
@@ -97,7 +93,7 @@ async def poll_once(
     page_limit: int = 100,
     clock: Callable[[], datetime] = utcnow,
 ) -> PollReport:
-    """Walk ``[checkpoint − overlap, now)`` window by window; return what was done.
+    """Walk ``[checkpoint - overlap, now)`` window by window; return what was done.
 
     Errors are recorded in the report and re-raised, after the report is complete.
     """
@@ -116,7 +112,9 @@ async def poll_once(
             pending: list[Awaitable[None]] = []
             window_records = 0
             newest: datetime | None = None
-            async for page in client.pages(since=window.since, until=window.until, limit=page_limit):
+            async for page in client.pages(
+                since=window.since, until=window.until, limit=page_limit
+            ):
                 report.pages += 1
                 report.requests += page.request_count
                 window_records += len(page.records)

@@ -30,8 +30,10 @@ def main() -> int:
     env = dict(os.environ)
     children: list[subprocess.Popen[bytes]] = []
     broker: EmbeddedBroker | None = None
-    demo = not env.get("PAGERDUTY_API_TOKEN") and not env.get("PAGERDUTY_API_TOKEN_FILE") and not env.get(
-        "STREAMAPP_SOURCES_FILE"
+    demo = (
+        not env.get("PAGERDUTY_API_TOKEN")
+        and not env.get("PAGERDUTY_API_TOKEN_FILE")
+        and not env.get("STREAMAPP_SOURCES_FILE")
     )
     stopping = False
 
@@ -50,9 +52,21 @@ def main() -> int:
             )
             children.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "streamapp.simulator", "--port", str(port),
-                     "--records", "2000", "--days", "3", "--token", DEMO_TOKEN,
-                     "--trickle", "5"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "streamapp.simulator",
+                        "--port",
+                        str(port),
+                        "--records",
+                        "2000",
+                        "--days",
+                        "3",
+                        "--token",
+                        DEMO_TOKEN,
+                        "--trickle",
+                        "5",
+                    ],
                     start_new_session=True,
                 )
             )
@@ -65,7 +79,10 @@ def main() -> int:
                 PAGERDUTY_POLL_INTERVAL=env.get("PAGERDUTY_POLL_INTERVAL", "10"),
             )
         else:
-            _say("running against PagerDuty at " + env.get("PAGERDUTY_API_URL", "https://api.pagerduty.com"))
+            _say(
+                "running against PagerDuty at "
+                + env.get("PAGERDUTY_API_URL", "https://api.pagerduty.com")
+            )
         if not env.get("KAFKA_BROKER"):
             data = Path(env.get("STREAMAPP_DATA_DIR", "var"))
             data.mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,9 @@ class ExecutionContext(msgspec.Struct, kw_only=True, frozen=True):
 class FieldChange(msgspec.Struct, kw_only=True, frozen=True):
     name: str
     description: str | None = None
-    value: msgspec.Raw | None = None
-    before_value: msgspec.Raw | None = None
+    # Raw | None would mean "null only" to msgspec; UNSET tells absent from null
+    value: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    before_value: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 class ReferenceChange(msgspec.Struct, kw_only=True, frozen=True):
@@ -107,7 +108,7 @@ def as_utc(moment: datetime) -> datetime:
 def rfc3339(moment: datetime) -> str:
     """RFC 3339 UTC with millisecond precision and a ``Z``: ``2026-11-26T06:28:03.120Z``."""
     moment = as_utc(moment)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 class Checkpoint(msgspec.Struct, kw_only=True, frozen=True):

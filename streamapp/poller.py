@@ -173,8 +173,9 @@ class Poller(Service):
 
     async def on_start(self) -> None:
         if not settings.sources:
-            log.error("no PagerDuty source configured: set PAGERDUTY_API_TOKEN or "
-                      "STREAMAPP_SOURCES_FILE")
+            log.error(
+                "no PagerDuty source configured: set PAGERDUTY_API_TOKEN or STREAMAPP_SOURCES_FILE"
+            )
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout)),
             follow_redirects=False,

@@ -1,8 +1,8 @@
 """Which time windows a poll walks: pure arithmetic on checkpoints, no I/O.
 
 A source's checkpoint is the ``until`` of the newest window whose every record the broker
-has acknowledged. A poll walks ``[checkpoint − overlap, now)``; a new source starts at
-``now − lookback``. Long spans are cut into windows of at most ``max_window`` (PagerDuty
+has acknowledged. A poll walks ``[checkpoint - overlap, now)``; a new source starts at
+``now - lookback``. Long spans are cut into windows of at most ``max_window`` (PagerDuty
 refuses more than 31 days), walked oldest first so each acknowledged window can move the
 checkpoint and a restart resumes where it stopped.
 
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from streamapp.models import as_utc
 
-#: PagerDuty's limit on until − since
+#: PagerDuty's limit on until - since
 API_MAX_WINDOW = timedelta(days=31)
 #: how far adjacent windows overlap at their shared edge
 EDGE = timedelta(seconds=1)
@@ -48,7 +48,7 @@ def poll_start(
     checkpoint: datetime | None, *, now: datetime, lookback: timedelta, overlap: timedelta
 ) -> datetime:
     """Where a poll starts: before the checkpoint by ``overlap``, or ``lookback`` ago for a new
-    source; never before ``now − 365 days`` (PagerDuty has nothing older)."""
+    source; never before ``now - 365 days`` (PagerDuty has nothing older)."""
     now = as_utc(now)
     oldest = now - min(lookback, MAX_LOOKBACK)
     if checkpoint is None:

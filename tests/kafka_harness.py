@@ -96,10 +96,19 @@ class Worker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", "streamapp.app", "worker", "-l", "info",
-             "--without-web"],
+            [
+                sys.executable,
+                "-m",
+                "faust",
+                "-A",
+                "streamapp.app",
+                "worker",
+                "-l",
+                "info",
+                "--without-web",
+            ],
             cwd=REPO,
             env=self.env,
             stdout=self._log,

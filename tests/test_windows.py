@@ -1,3 +1,4 @@
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +18,7 @@ def test_new_source_reaches_back_lookback_oldest_window_first():
 
 def test_adjacent_windows_overlap_by_edge_so_boundary_records_are_never_skipped():
     windows = plan_windows(None, now=NOW, lookback=timedelta(days=3), overlap=timedelta(0))
-    for older, newer in zip(windows, windows[1:], strict=False):
+    for older, newer in itertools.pairwise(windows):
         assert newer.since == older.until - EDGE
 
 
@@ -51,9 +52,12 @@ def test_stale_checkpoint_older_than_retention_starts_at_retention():
 
 
 def test_checkpoint_in_future_gives_no_window():
-    assert plan_windows(
-        NOW + timedelta(hours=1), now=NOW, lookback=timedelta(days=1), overlap=timedelta(0)
-    ) == []
+    assert (
+        plan_windows(
+            NOW + timedelta(hours=1), now=NOW, lookback=timedelta(days=1), overlap=timedelta(0)
+        )
+        == []
+    )
 
 
 def test_window_rejects_empty_and_oversized_spans():
