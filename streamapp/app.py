@@ -10,6 +10,7 @@ connection is made until the worker starts. A bad setting stops start-up with on
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import faust
@@ -66,15 +67,34 @@ dlq_topic = app.topic(
     internal=True,
 )
 
+class OnePartitionGlobalTable(faust.GlobalTable):
+    """A global table written outside any stream (by the poller).
+
+    faust takes a table write's partition from the current event, which a timer or service
+    does not have; ``use_partitioner`` instead asks the producer, which fails until the
+    producer has metadata for the changelog. With one partition the answer is always 0.
+    """
+
+    def partition_for_key(self, key: object) -> int | None:
+        return 0
+
+
 #: source name → msgspec-encoded Checkpoint. Global: whichever worker leads polls every
 #: source and must see every checkpoint; written outside a stream (use_partitioner) by the
 #: poller, one partition as faust advises for global tables.
-checkpoints = app.GlobalTable(
-    "checkpoints",
-    key_type=bytes,
-    value_type=bytes,
-    partitions=1,
-    recovery_buffer_size=1,
-    use_partitioner=True,
-    default=None,
+checkpoints = app.tables.add(
+    OnePartitionGlobalTable(
+        app,
+        name="checkpoints",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=1,
+        recovery_buffer_size=1,
+        standby_buffer_size=1,
+        is_global=True,
+        beacon=app.tables.beacon,
+    )
 )
+
+# httpx logs every request at INFO; one line per poll is ours to write
+logging.getLogger("httpx").setLevel(logging.WARNING)

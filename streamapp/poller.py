@@ -29,6 +29,7 @@ from streamapp.models import Checkpoint, RawEnvelope
 from streamapp.pagerduty.auth import make_auth
 from streamapp.pagerduty.client import Page, PagerDutyClient
 from streamapp.pagerduty.retry import RetryPolicy
+from streamapp.redact import REDACTOR
 
 log = logging.getLogger("streamapp.poller")
 
@@ -153,6 +154,15 @@ class SourceRunner:
                 getattr(exc, "kind", "publish"),
                 self.consecutive_failures,
                 exc,
+            )
+            return
+        except Exception as exc:
+            self.consecutive_failures += 1
+            log.error(
+                "poll source=%s failed (internal error, %d in a row): %s; checkpoint unchanged",
+                self.source.name,
+                self.consecutive_failures,
+                REDACTOR.scrub(f"{type(exc).__name__}: {exc}"),
             )
             return
         finally:

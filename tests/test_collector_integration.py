@@ -43,19 +43,25 @@ def ids_of(messages: list) -> list[str]:
     return [m.key.decode() for m in messages]
 
 
-async def raw_ids(kafka: Kafka, expected: int, timeout: float = 90.0) -> list[str]:
+async def raw_ids(
+    kafka: Kafka, expected: int, timeout: float = 90.0, idle: float = 2.0
+) -> list[str]:
     messages = await read_topic(
         kafka.bootstrap,
         kafka.topic("pagerduty_audit_logs_raw"),
         until_count=expected,
         timeout=timeout,
+        idle=idle,
     )
     return ids_of(messages)
 
 
 def history(count: int, days: float = 3.0, seed: int = 7) -> list[dict]:
-    end = datetime.now(UTC) - timedelta(minutes=1)
-    return generate_records(count, start=end - timedelta(days=days), end=end, seed=seed)
+    # inside the lookback (which reaches back exactly ``days``) with a minute to spare
+    now = datetime.now(UTC)
+    return generate_records(
+        count, start=now - timedelta(days=days) + timedelta(minutes=1), end=now, seed=seed
+    )
 
 
 async def test_three_day_history_arrives_on_raw_topic_complete(kafka: Kafka, tmp_path: Path):
@@ -258,7 +264,7 @@ async def test_a_new_record_reaches_the_raw_topic_within_one_poll_interval(
                 )
                 sim.add_records(fresh)
                 added = time.monotonic()
-                ids = await raw_ids(kafka, 21 + i, timeout=30)
+                ids = await raw_ids(kafka, 21 + i, timeout=30, idle=0)
                 assert fresh[0]["id"] in ids
                 delays.append(time.monotonic() - added)
         finally:
