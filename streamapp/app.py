@@ -67,6 +67,7 @@ dlq_topic = app.topic(
     internal=True,
 )
 
+
 class OnePartitionGlobalTable(faust.GlobalTable):
     """A global table written outside any stream (by the poller).
 
@@ -82,19 +83,18 @@ class OnePartitionGlobalTable(faust.GlobalTable):
 #: source name → msgspec-encoded Checkpoint. Global: whichever worker leads polls every
 #: source and must see every checkpoint; written outside a stream (use_partitioner) by the
 #: poller, one partition as faust advises for global tables.
-checkpoints = app.tables.add(
-    OnePartitionGlobalTable(
-        app,
-        name="checkpoints",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=1,
-        recovery_buffer_size=1,
-        standby_buffer_size=1,
-        is_global=True,
-        beacon=app.tables.beacon,
-    )
+checkpoints = OnePartitionGlobalTable(
+    app,
+    name="checkpoints",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=1,
+    recovery_buffer_size=1,
+    standby_buffer_size=1,
+    is_global=True,
+    beacon=app.tables.beacon,
 )
+app.tables.add(checkpoints)
 
 # httpx logs every request at INFO; one line per poll is ours to write
 logging.getLogger("httpx").setLevel(logging.WARNING)
