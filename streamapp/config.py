@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -24,6 +24,7 @@ from streamapp.durations import format_duration, parse_duration
 from streamapp.errors import ConfigError
 from streamapp.pagerduty.urls import US_API_URL, check_api_url, is_loopback_host
 from streamapp.redact import REDACTOR, Secret
+from streamapp.routing import Router, load_rules
 
 __all__ = [
     "DEFAULT_EVENTS_URL",
@@ -103,6 +104,7 @@ class Topics:
     output: str = "pagerduty_audit_logs"
     notifications: str = "notifications"
     dlq: str = "pagerduty_audit_logs_dlq"
+    ocsf: str = "pagerduty_audit_logs.ocsf"
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,13 @@ class Settings:
     http_retry_attempts: int = 6
     #: first backoff step of the capped, jittered exponential backoff
     http_retry_base: float = 0.5
+    #: how long a record id is remembered for dedupe
+    dedupe_retention: timedelta = timedelta(days=7)
+    #: routing rules (TOML) sending matching records to extra topics; None = main topic only
+    routes_file: str | None = None
+    router: Router = field(default_factory=lambda: Router())
+    #: also render each record as OCSF onto ``topics.ocsf``
+    ocsf: bool = False
 
 
 #: (variable, default as shown to humans, meaning) for every variable load_settings reads
@@ -187,6 +196,22 @@ SETTINGS_TABLE: list[tuple[str, str, str]] = [
     ("STREAMAPP_TOPIC_OUTPUT", "`pagerduty_audit_logs`", "name of the output topic"),
     ("STREAMAPP_TOPIC_NOTIFICATIONS", "`notifications`", "name of the health-alert topic"),
     ("STREAMAPP_TOPIC_DLQ", "`pagerduty_audit_logs_dlq`", "name of the dead-letter topic"),
+    (
+        "STREAMAPP_TOPIC_OCSF",
+        "`pagerduty_audit_logs.ocsf`",
+        "name of the OCSF topic (used when `STREAMAPP_OCSF` is on)",
+    ),
+    (
+        "STREAMAPP_DEDUPE_RETENTION",
+        "`7d`",
+        "how long a record id is remembered to drop repeats (well above the poll overlap)",
+    ),
+    (
+        "STREAMAPP_ROUTES_FILE",
+        "—",
+        "TOML routing rules sending matching records to extra topics as well",
+    ),
+    ("STREAMAPP_OCSF", "`false`", "also publish an OCSF rendering of every record"),
     (
         "STREAMAPP_SESSION_TIMEOUT",
         "`10`",
@@ -495,13 +520,14 @@ def load_settings(
         "output": "STREAMAPP_TOPIC_OUTPUT",
         "notifications": "STREAMAPP_TOPIC_NOTIFICATIONS",
         "dlq": "STREAMAPP_TOPIC_DLQ",
+        "ocsf": "STREAMAPP_TOPIC_OCSF",
     }
     seen_topics: dict[str, str] = {}
-    for field, var in topic_vars.items():
+    for attr, var in topic_vars.items():
         value = _env_get(env, var)
         if value is not None:
-            topics = replace(topics, **{field: _topic(value, var)})
-        name = getattr(topics, field)
+            topics = replace(topics, **{attr: _topic(value, var)})
+        name = getattr(topics, attr)
         if name in seen_topics:
             raise ConfigError(f"{var}: {name!r} is already the topic of {seen_topics[name]}")
         seen_topics[name] = var
@@ -545,6 +571,23 @@ def load_settings(
 
     json_value = _env_get(env, "STREAMAPP_LOG_JSON")
     log_json = _bool(json_value, "STREAMAPP_LOG_JSON") if json_value else False
+
+    retention_value = _env_get(env, "STREAMAPP_DEDUPE_RETENTION")
+    dedupe_retention = (
+        _duration(
+            retention_value.strip(),
+            what="STREAMAPP_DEDUPE_RETENTION",
+            minimum=timedelta(hours=1),
+            maximum=timedelta(days=400),
+        )
+        if retention_value
+        else timedelta(days=7)
+    )
+    routes_value = _env_get(env, "STREAMAPP_ROUTES_FILE")
+    routes_file = routes_value.strip() if routes_value else None
+    router = _router(routes_file)
+    ocsf_value = _env_get(env, "STREAMAPP_OCSF")
+    ocsf = _bool(ocsf_value, "STREAMAPP_OCSF") if ocsf_value else False
 
     session_timeout = _seconds(env, "STREAMAPP_SESSION_TIMEOUT", 10.0, 1.0, 300.0)
     http_timeout = _seconds(env, "STREAMAPP_HTTP_TIMEOUT", 30.0, 0.1, 600.0)
@@ -605,7 +648,19 @@ def load_settings(
         http_timeout=http_timeout,
         http_retry_attempts=http_retry_attempts,
         http_retry_base=http_retry_base,
+        dedupe_retention=dedupe_retention,
+        routes_file=routes_file,
+        router=router,
+        ocsf=ocsf,
     )
+
+
+def _router(path: str | None) -> Router:
+    if path is None:
+        return Router()
+    if not Path(path).is_file():
+        raise ConfigError(f"STREAMAPP_ROUTES_FILE: {path!r} is not a readable file")
+    return load_rules(path)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
