@@ -29,7 +29,14 @@ from mode import Service
 
 from streamapp.app import app, raw_topic, settings
 from streamapp.offsets import Gap, OffsetTracker
-from streamapp.pipeline import BatchResult, Incoming, Outgoing, Processor
+from streamapp.pipeline import (
+    BatchResult,
+    Incoming,
+    Outgoing,
+    Processor,
+    expired_ids,
+    seen_value,
+)
 
 log = logging.getLogger("streamapp.agents")
 
@@ -103,10 +110,6 @@ counters: dict[str, dict[str, int]] = {
 
 def _is_seen(key: bytes) -> bool:
     return seen.get(key) is not None
-
-
-def _seen_value(partition: int) -> bytes:
-    return f"{int(time.time())}:{partition}".encode()
 
 
 @app.on_partitions_assigned.connect  # type: ignore[arg-type]
@@ -234,7 +237,7 @@ async def process_batch(batch: list[Incoming]) -> BatchResult:
     result = processor.process(recovered + batch, _is_seen)
     await _send_all(result.messages)
     for key, partition in result.fresh:
-        seen.set_in(partition, key, _seen_value(partition))
+        seen.set_in(partition, key, seen_value(time.time(), partition))
     _ack_in_faust(recovered)
     _count(result)
     return result
@@ -269,19 +272,22 @@ class SeenSweeper(Service):
 
 
 async def sweep_seen(retention: float, now: float | None = None) -> int:
-    cutoff = (now or time.time()) - retention
     actives = {
         tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.topics.raw
     }
-    expired: list[tuple[bytes, int]] = []
-    for index, (key, value) in enumerate(list(seen.items())):
-        first_seen, _, partition = value.decode().partition(":")
-        if int(partition) in actives and int(first_seen) < cutoff:
-            expired.append((key, int(partition)))
-        if index % 10000 == 9999:
-            await asyncio.sleep(0)
+    expired = expired_ids(
+        list(seen.items()), active_partitions=actives, cutoff=(now or time.time()) - retention
+    )
     for key, partition in expired:
+        if partition < 0:
+            partition = _raw_partition_of(key)
         seen.delete_in(partition, key)
     if expired:
         log.info("dedupe: forgot %d ids older than the retention", len(expired))
     return len(expired)
+
+
+def _raw_partition_of(key: bytes) -> int:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    return int(DefaultPartitioner()(key, list(range(settings.partitions)), []))

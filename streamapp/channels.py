@@ -39,7 +39,7 @@ from streamapp.config import Channel
 from streamapp.health import Notification, encode_notification
 from streamapp.models import as_utc, rfc3339
 from streamapp.pagerduty.retry import one_line
-from streamapp.redact import REDACTOR
+from streamapp.redact import REDACTOR, RedactingFilter
 
 __all__ = [
     "COMPONENT",
@@ -65,6 +65,20 @@ _EMOJI: Final = {
     "info": ":white_check_mark:",
 }
 _JSON_HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
+#: loggers of the HTTP stack that write request URLs (httpx logs each one at INFO)
+_HTTP_LOGGERS: Final = ("httpx", "httpcore")
+
+
+def _guard_http_logs() -> None:
+    """Scrub registered secrets from the HTTP stack's own log records (idempotent).
+
+    A logger-level filter runs before every handler, so a channel URL that httpx logs is
+    masked whatever handlers the application (or a test's caplog) attaches.
+    """
+    for name in _HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter(REDACTOR))
 
 
 # --------------------------------------------------------------------------- renderers
@@ -153,7 +167,7 @@ class DeliveryResult(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def _secrets_of(channel: Channel) -> list[str]:
-    """Every piece of the channel that must not appear in a message."""
+    """The channel's URL, its path and its routing key: never in a message or a log line."""
     hidden: list[str] = []
     for secret in (channel.url, channel.routing_key):
         if secret is None:
@@ -161,10 +175,18 @@ def _secrets_of(channel: Channel) -> list[str]:
         value = secret.reveal()
         hidden.append(value)
         path = urlsplit(value).path if "://" in value else ""
-        if path and path != "/":
+        if len(path) > 1:
             hidden.append(path)
-            hidden.extend(part for part in path.split("/") if len(part) >= 6)
     return hidden
+
+
+def _path_parts(hidden: Iterable[str]) -> list[str]:
+    """Longer path segments too (a Slack token alone), hidden in quotes of error bodies."""
+    parts: list[str] = []
+    for value in hidden:
+        if value.startswith("/"):
+            parts.extend(part for part in value.split("/") if len(part) >= 6)
+    return parts
 
 
 def _quote(body: bytes, hide: Iterable[str]) -> str:
@@ -222,6 +244,7 @@ class Deliverer:
         self.sent: Counter[str] = Counter()
         #: notifications given up on, per channel name
         self.failed: Counter[str] = Counter()
+        _guard_http_logs()
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 64))
@@ -256,7 +279,10 @@ class Deliverer:
             missing = "routing_key" if channel.kind == "pagerduty" else "url"
             return DeliveryResult(ok=False, attempts=0, error=f"{what} has no {missing}")
         url, body = target
-        hide = _secrets_of(channel)
+        hidden = _secrets_of(channel)
+        # config registers them already; a Channel built elsewhere gets the same protection
+        REDACTOR.add(*(value for value in hidden if len(value) >= 8))
+        hide = [*hidden, *_path_parts(hidden)]
         payload = msgspec.json.encode(body)
         attempt = 0
         status: int | None

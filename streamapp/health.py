@@ -206,7 +206,7 @@ def _ts(moment: datetime | None) -> str | None:
 def _age(now: datetime, moment: datetime) -> str:
     """``2d3h``, ``1h5m``, ``42s``: the two largest units, for people."""
     seconds = max(int((now - moment).total_seconds()), 0)
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size or (unit == "s" and not parts):
             parts.append(f"{seconds // size}{unit}")

@@ -7,7 +7,7 @@ cannot become an output document becomes a dead letter with its reason and origi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -159,3 +159,27 @@ class Processor:
         headers: Headers = [("reason", letter.reason[:200].encode())]
         result.messages.append(Outgoing(self.dlq_topic, message.key, _encode(letter), headers))
         _bump(result.dead, source_name)
+
+
+def seen_value(first_seen: float, partition: int) -> bytes:
+    """The dedupe table's value: when an id was first emitted, and its raw partition."""
+    return f"{int(first_seen)}:{partition}".encode()
+
+
+def expired_ids(
+    items: Iterable[tuple[bytes, bytes]], *, active_partitions: Container[int], cutoff: float
+) -> list[tuple[bytes, int]]:
+    """The (id, partition) pairs first seen before ``cutoff`` on partitions this worker owns.
+
+    Unreadable values are expired too: they cannot prove an id is recent."""
+    expired: list[tuple[bytes, int]] = []
+    for key, value in items:
+        first_seen, _, partition = value.decode("ascii", "replace").partition(":")
+        try:
+            when, where = int(first_seen), int(partition)
+        except ValueError:
+            expired.append((key, -1))
+            continue
+        if where in active_partitions and when < cutoff:
+            expired.append((key, where))
+    return expired

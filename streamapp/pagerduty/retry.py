@@ -93,9 +93,7 @@ def _is_tls(exc: BaseException) -> bool:
     return False
 
 
-def transport_error(
-    exc: BaseException, *, what: str, hide: Iterable[str] = ()
-) -> PagerDutyError:
+def transport_error(exc: BaseException, *, what: str, hide: Iterable[str] = ()) -> PagerDutyError:
     """Map an exception of the HTTP layer (no answer came back) to our error tree.
 
     ``what`` names the far end, host only (``PagerDuty at api.pagerduty.com``). The result

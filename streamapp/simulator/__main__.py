@@ -31,19 +31,26 @@ def _rate(text: str) -> int | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m streamapp.simulator",
-                                     description="A fake PagerDuty Audit Records API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m streamapp.simulator", description="A fake PagerDuty Audit Records API."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--records", type=int, default=5000, help="records of history")
     parser.add_argument("--days", type=float, default=3.0, help="history spread over DAYS")
-    parser.add_argument("--token", action="append", default=None,
-                        help="an API key the simulator accepts (repeatable; default demo-token)")
-    parser.add_argument("--rate-limit", type=_rate, default=960,
-                        help="requests per minute per token; 'none' = off")
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=None,
+        help="an API key the simulator accepts (repeatable; default demo-token)",
+    )
+    parser.add_argument(
+        "--rate-limit", type=_rate, default=960, help="requests per minute per token; 'none' = off"
+    )
     parser.add_argument("--latency", type=_latency, default=None, help="MIN,MAX seconds")
-    parser.add_argument("--trickle", type=float, default=None,
-                        help="add a new record every SECONDS")
+    parser.add_argument(
+        "--trickle", type=float, default=None, help="add a new record every SECONDS"
+    )
     parser.add_argument("--seed", type=int, default=1)
     return parser.parse_args(argv)
 
@@ -53,8 +60,11 @@ async def run(args: argparse.Namespace) -> None:
     sim = Simulator(tokens=tokens, rate_limit_per_minute=args.rate_limit, latency=args.latency)
     now = datetime.now(UTC)
     if args.records > 0:
-        sim.add_records(generate_records(args.records, start=now - timedelta(days=args.days),
-                                         end=now, seed=args.seed))
+        sim.add_records(
+            generate_records(
+                args.records, start=now - timedelta(days=args.days), end=now, seed=args.seed
+            )
+        )
     base_url = await sim.start(args.host, args.port)
     print(f"PagerDuty audit simulator on {base_url} ({sim.record_count} records)", flush=True)
     stop = asyncio.Event()
@@ -72,8 +82,14 @@ async def run(args: argparse.Namespace) -> None:
                 continue
             n += 1
             moment = datetime.now(UTC)
-            sim.add_records(generate_records(1, start=moment - timedelta(seconds=5), end=moment,
-                                             seed=args.seed * 1_000_003 + n))
+            sim.add_records(
+                generate_records(
+                    1,
+                    start=moment - timedelta(seconds=5),
+                    end=moment,
+                    seed=args.seed * 1_000_003 + n,
+                )
+            )
     finally:
         await sim.stop()
 

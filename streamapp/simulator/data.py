@@ -48,15 +48,36 @@ _REF_TYPE = {
 }
 
 _PEOPLE = (
-    "John Snow", "Ada Lovelace", "Grace Hopper", "Zoë O'Brien", "José Álvarez", "Анна Петрова",
-    "李雷", "Søren Kierkegaard", "Ngozi Okafor", "Priya Raman", "", "Łukasz Żółw",
+    "John Snow",
+    "Ada Lovelace",
+    "Grace Hopper",
+    "Zoë O'Brien",
+    "José Álvarez",
+    "Анна Петрова",
+    "李雷",
+    "Søren Kierkegaard",
+    "Ngozi Okafor",
+    "Priya Raman",
+    "",
+    "Łukasz Żółw",
 )
 _TEAMS = (
-    "DevOps", "my DevOps team", "SRE", "Équipe Ops 🚒", "运维团队", "Payments", "Data Platform",
+    "DevOps",
+    "my DevOps team",
+    "SRE",
+    "Équipe Ops 🚒",
+    "运维团队",
+    "Payments",
+    "Data Platform",
 )
 _SERVICES = (
-    "Documentation Hub", "Checkout API", "Search ⚡", "Billing (legacy)", "Ingest pipeline",
-    "Mobile Backend", "Zürich edge",
+    "Documentation Hub",
+    "Checkout API",
+    "Search ⚡",
+    "Billing (legacy)",
+    "Ingest pipeline",
+    "Mobile Backend",
+    "Zürich edge",
 )
 _SCHEDULES = ("DevOps Schedule", "Weekend on-call", "Follow the sun 🌍", "Primary", "夜间值班")
 _POLICIES = ("DevOps Escalation", "Default", "Critical services", "Escalade nocturne", "P1 → CTO")
@@ -127,8 +148,9 @@ class _World:
         self.apps = [(_pd_id(rng), name) for name in _APPS]
         self.keys = [(_pd_id(rng), name) for name in _KEYS]
 
-    def ref(self, kind: str, entity: tuple[str, str] | None = None, *, links: bool | None = None
-            ) -> dict[str, Any]:
+    def ref(
+        self, kind: str, entity: tuple[str, str] | None = None, *, links: bool | None = None
+    ) -> dict[str, Any]:
         rng = self.rng
         ident, name = entity if entity is not None else rng.choice(self.entities[kind])
         ref: dict[str, Any] = {"id": ident, "type": _REF_TYPE[kind]}
@@ -290,8 +312,13 @@ def _references(world: _World, kind: str) -> list[dict[str, Any]]:
         return {
             "id": _pd_id(rng),
             "summary": rng.choice(("Default", "Mobile", "Pixel 3", "")),
-            "type": rng.choice(("email_contact_method_reference", "sms_contact_method_reference",
-                                "push_notification_contact_method_reference")),
+            "type": rng.choice(
+                (
+                    "email_contact_method_reference",
+                    "sms_contact_method_reference",
+                    "push_notification_contact_method_reference",
+                )
+            ),
         }
 
     change: dict[str, Any] = {"name": name}
@@ -308,9 +335,18 @@ def _references(world: _World, kind: str) -> list[dict[str, Any]]:
     return [change]
 
 
-def _record(world: _World, *, rid: str, when: str, request_id: str, kind: str,
-            root: tuple[str, str], actors: list[dict[str, Any]] | None,
-            method: dict[str, Any], odd: bool) -> dict[str, Any]:
+def _record(
+    world: _World,
+    *,
+    rid: str,
+    when: str,
+    request_id: str,
+    kind: str,
+    root: tuple[str, str],
+    actors: list[dict[str, Any]] | None,
+    method: dict[str, Any],
+    odd: bool,
+) -> dict[str, Any]:
     rng = world.rng
     roll = rng.random()
     if kind == "users" and roll < 0.03:
@@ -421,11 +457,19 @@ def generate_records(
                 rid = record_id(rng)
             seen.add(rid)
             records.append(
-                _record(world, rid=rid, when=when, request_id=request_id, kind=kind, root=root,
-                        actors=actors, method=method, odd=rng.random() < odd_fraction)
+                _record(
+                    world,
+                    rid=rid,
+                    when=when,
+                    request_id=request_id,
+                    kind=kind,
+                    root=root,
+                    actors=actors,
+                    method=method,
+                    odd=rng.random() < odd_fraction,
+                )
             )
-    records.sort(key=lambda r: (datetime.fromisoformat(r["execution_time"]), r["id"]),
-                 reverse=True)
+    records.sort(key=lambda r: (datetime.fromisoformat(r["execution_time"]), r["id"]), reverse=True)
     return records
 
 

@@ -59,8 +59,9 @@ _JSON = "application/json; charset=utf-8"
 _CURSOR = re.compile(r"^(\d{1,16})-(.+)$", re.DOTALL)
 
 
-def error_body(status: int, message: str | None = None, code: int | None = None,
-               errors: Sequence[str] = ()) -> dict[str, Any]:
+def error_body(
+    status: int, message: str | None = None, code: int | None = None, errors: Sequence[str] = ()
+) -> dict[str, Any]:
     """PagerDuty's error body: ``{"error": {"message", "code", "errors"}}``."""
     default_message, default_code = _STATUS_ERRORS.get(status, ("Error", 2000))
     return {
@@ -259,8 +260,9 @@ class Simulator:
         app.router.add_get(AUDIT_PATH, self._handle_audit)
         app.router.add_post(OAUTH_PATH, self._handle_oauth)
         self._add_admin_routes(app)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                               shutdown_timeout=0.5)
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -338,8 +340,16 @@ class Simulator:
                 self._latest_visible_us = max(self._latest_visible_us, item.visible_us)
         return len(prepared)
 
-    def generate(self, count: int, *, start: datetime, end: datetime, seed: int = 0,
-                 visible_at: datetime | None = None, visible_after: float | None = None) -> int:
+    def generate(
+        self,
+        count: int,
+        *,
+        start: datetime,
+        end: datetime,
+        seed: int = 0,
+        visible_at: datetime | None = None,
+        visible_after: float | None = None,
+    ) -> int:
         """Add ``generate_records(count, start=, end=, seed=)``."""
         records = generate_records(count, start=start, end=end, seed=seed)
         return self.add_records(records, visible_at, visible_after=visible_after)
@@ -513,10 +523,17 @@ class Simulator:
         next_cursor = None
         if more and last is not None:
             next_cursor = f"{last.key[0] // 1000}-{last.key[1]}"
-        body = b"".join((
-            b'{"records":[', b",".join(raws), b'],"limit":', str(q.limit).encode(),
-            b',"next_cursor":', json.dumps(next_cursor).encode(), b',"response_metadata":null}',
-        ))
+        body = b"".join(
+            (
+                b'{"records":[',
+                b",".join(raws),
+                b'],"limit":',
+                str(q.limit).encode(),
+                b',"next_cursor":',
+                json.dumps(next_cursor).encode(),
+                b',"response_metadata":null}',
+            )
+        )
         return _Answer(200, body, {"Content-Type": _JSON}, len(raws), next_cursor)
 
     # ------------------------------------------------------------------ internals: auth etc.
@@ -648,41 +665,63 @@ class Simulator:
         arrived = time.monotonic()
         wall = datetime.now(UTC)
         form = await request.post()
-        fields = {key: str(form.get(key, "")) for key in
-                  ("grant_type", "client_id", "client_secret", "scope")}
+        fields = {
+            key: str(form.get(key, ""))
+            for key in ("grant_type", "client_id", "client_secret", "scope")
+        }
         status = 200
         try:
             if fields["grant_type"] != "client_credentials":
                 status = 400
-                return web.json_response({"error": "unsupported_grant_type",
-                                          "error_description": "use client_credentials"},
-                                         status=400)
+                return web.json_response(
+                    {
+                        "error": "unsupported_grant_type",
+                        "error_description": "use client_credentials",
+                    },
+                    status=400,
+                )
             with self._lock:
                 secret = self._oauth_clients.get(fields["client_id"])
             if secret is None or not secrets.compare_digest(secret, fields["client_secret"]):
                 status = 401
-                return web.json_response({"error": "invalid_client",
-                                          "error_description": "Client authentication failed"},
-                                         status=401)
+                return web.json_response(
+                    {
+                        "error": "invalid_client",
+                        "error_description": "Client authentication failed",
+                    },
+                    status=401,
+                )
             scopes = fields["scope"].split()
             access_token = "pdsim_" + secrets.token_urlsafe(24)
             with self._lock:
                 self._tokens[access_token] = "ok" if AUDIT_SCOPE in scopes else "forbidden"
                 self._oauth_expiry[access_token] = self._now() + timedelta(
-                    seconds=self.oauth_expires_in)
-            return web.json_response({
-                "access_token": access_token,
-                "token_type": "bearer",
-                "expires_in": self.oauth_expires_in,
-                "scope": fields["scope"],
-            })
+                    seconds=self.oauth_expires_in
+                )
+            return web.json_response(
+                {
+                    "access_token": access_token,
+                    "token_type": "bearer",
+                    "expires_in": self.oauth_expires_in,
+                    "scope": fields["scope"],
+                }
+            )
         finally:
-            self._log_request(RequestLogEntry(
-                monotonic=arrived, wall=wall, method=request.method, path=request.path,
-                query={}, query_string=request.query_string, token_fingerprint=None,
-                auth_scheme=None, accept=request.headers.get("Accept"), status=status,
-                duration=time.monotonic() - arrived,
-            ))
+            self._log_request(
+                RequestLogEntry(
+                    monotonic=arrived,
+                    wall=wall,
+                    method=request.method,
+                    path=request.path,
+                    query={},
+                    query_string=request.query_string,
+                    token_fingerprint=None,
+                    auth_scheme=None,
+                    accept=request.headers.get("Accept"),
+                    status=status,
+                    duration=time.monotonic() - arrived,
+                )
+            )
 
     def _log_request(self, entry: RequestLogEntry) -> None:
         with self._lock:
@@ -704,8 +743,10 @@ class Simulator:
     def _visibility(self, body: Mapping[str, Any]) -> tuple[datetime | None, float | None]:
         visible_at = body.get("visible_at")
         after = body.get("visible_after")
-        return (_parse_time(visible_at) if visible_at else None,
-                float(after) if after is not None else None)
+        return (
+            _parse_time(visible_at) if visible_at else None,
+            float(after) if after is not None else None,
+        )
 
     async def _admin_add_records(self, request: web.Request) -> web.Response:
         try:
@@ -726,12 +767,20 @@ class Simulator:
             body = await request.json()
             now = self._now()
             end = _parse_time(body["end"]) if body.get("end") else now
-            start = (_parse_time(body["start"]) if body.get("start")
-                     else end - timedelta(days=float(body.get("days", 1))))
+            start = (
+                _parse_time(body["start"])
+                if body.get("start")
+                else end - timedelta(days=float(body.get("days", 1)))
+            )
             visible_at, after = self._visibility(body)
-            added = self.generate(int(body["count"]), start=start, end=end,
-                                  seed=int(body.get("seed", 0)), visible_at=visible_at,
-                                  visible_after=after)
+            added = self.generate(
+                int(body["count"]),
+                start=start,
+                end=end,
+                seed=int(body.get("seed", 0)),
+                visible_at=visible_at,
+                visible_after=after,
+            )
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"added": added, "record_count": self.record_count})
@@ -787,7 +836,7 @@ def _read_authorization(header: str | None) -> tuple[str | None, str | None]:
     scheme, _, rest = header.strip().partition(" ")
     rest = rest.strip()
     if scheme.lower() == "token" and rest.lower().startswith("token="):
-        value = rest[len("token="):].strip().strip('"')
+        value = rest[len("token=") :].strip().strip('"')
         return (value or None), "token"
     if scheme.lower() == "bearer" and rest:
         return rest, "bearer"
@@ -850,7 +899,8 @@ class SimulatorThread:
             asyncio.set_event_loop(loop)
             try:
                 self.base_url = loop.run_until_complete(
-                    self.simulator.start(self._host, self._port))
+                    self.simulator.start(self._host, self._port)
+                )
             except BaseException as exc:
                 failure.append(exc)
                 started.set()
@@ -885,15 +935,33 @@ class SimulatorThread:
         self.stop()
 
     # thread-safe delegates (the Simulator guards its state with a threading.Lock)
-    def add_records(self, records: Iterable[Mapping[str, Any] | bytes | str],
-                    visible_at: datetime | None = None, *,
-                    visible_after: float | None = None) -> int:
+    def add_records(
+        self,
+        records: Iterable[Mapping[str, Any] | bytes | str],
+        visible_at: datetime | None = None,
+        *,
+        visible_after: float | None = None,
+    ) -> int:
         return self.simulator.add_records(records, visible_at, visible_after=visible_after)
 
-    def generate(self, count: int, *, start: datetime, end: datetime, seed: int = 0,
-                 visible_at: datetime | None = None, visible_after: float | None = None) -> int:
-        return self.simulator.generate(count, start=start, end=end, seed=seed,
-                                       visible_at=visible_at, visible_after=visible_after)
+    def generate(
+        self,
+        count: int,
+        *,
+        start: datetime,
+        end: datetime,
+        seed: int = 0,
+        visible_at: datetime | None = None,
+        visible_after: float | None = None,
+    ) -> int:
+        return self.simulator.generate(
+            count,
+            start=start,
+            end=end,
+            seed=seed,
+            visible_at=visible_at,
+            visible_after=visible_after,
+        )
 
     def clear_records(self) -> None:
         self.simulator.clear_records()
