@@ -51,9 +51,16 @@ def tansu_binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker process on a loopback port; a context manager."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        #: the port clients are told to use (a proxy in front of the broker, in tests)
+        self.advertised_port = advertised_port or self.port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,7 +81,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 listener,
                 "--advertised-listener-url",
-                listener,
+                f"tcp://127.0.0.1:{self.advertised_port}",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

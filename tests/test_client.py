@@ -97,13 +97,18 @@ def page_response(
     limit: int = 100,
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    body = {"records": records if records is not None else [record()], "limit": limit,
-            "next_cursor": next_cursor, "response_metadata": None}
+    body = {
+        "records": records if records is not None else [record()],
+        "limit": limit,
+        "next_cursor": next_cursor,
+        "response_metadata": None,
+    }
     return httpx.Response(200, json=body, headers=headers)
 
 
-def error_response(status: int, message: str, code: int, headers: dict[str, str] | None = None
-                   ) -> httpx.Response:
+def error_response(
+    status: int, message: str, code: int, headers: dict[str, str] | None = None
+) -> httpx.Response:
     body = {"error": {"message": message, "code": code, "errors": ["detail one"]}}
     return httpx.Response(status, json=body, headers=headers)
 
@@ -191,19 +196,29 @@ def timezone_plus_2() -> Any:
 
 
 async def test_limit_echo_is_information_only() -> None:
-    client, rec, _ = make_client(sequence(page_response(next_cursor="c1", limit=25),
-                                          page_response(limit=25)))
+    client, rec, _ = make_client(
+        sequence(page_response(next_cursor="c1", limit=25), page_response(limit=25))
+    )
     pages = [page async for page in client.pages(since=SINCE, until=UNTIL, limit=100)]
     assert [p.limit for p in pages] == [25, 25]
     assert [rec.params(i)["limit"] for i in range(2)] == [["100"], ["100"]]
 
 
 async def test_http_only_for_loopback() -> None:
-    for url in ("http://127.0.0.1:8080", "http://localhost:9000/", "http://[::1]:1",
-                "https://api.eu.pagerduty.com"):
+    for url in (
+        "http://127.0.0.1:8080",
+        "http://localhost:9000/",
+        "http://[::1]:1",
+        "https://api.eu.pagerduty.com",
+    ):
         make_client(sequence(page_response()), base_url=url)
-    for url in ("http://api.pagerduty.com", "http://10.0.0.1", "ftp://api.pagerduty.com",
-                "https://user:pw@api.pagerduty.com", "api.pagerduty.com"):
+    for url in (
+        "http://api.pagerduty.com",
+        "http://10.0.0.1",
+        "ftp://api.pagerduty.com",
+        "https://user:pw@api.pagerduty.com",
+        "api.pagerduty.com",
+    ):
         with pytest.raises(ValueError):
             make_client(sequence(page_response()), base_url=url)
 
@@ -241,11 +256,13 @@ async def test_since_not_before_until_refused() -> None:
 
 
 async def test_cursor_is_resent_with_original_window() -> None:
-    client, rec, _ = make_client(sequence(
-        page_response(next_cursor="1631124211900-qc1K"),
-        page_response(next_cursor="1631124211000-abc"),
-        page_response(next_cursor=None),
-    ))
+    client, rec, _ = make_client(
+        sequence(
+            page_response(next_cursor="1631124211900-qc1K"),
+            page_response(next_cursor="1631124211000-abc"),
+            page_response(next_cursor=None),
+        )
+    )
     pages = [page async for page in client.pages(since=SINCE, until=UNTIL)]
     assert len(pages) == 3
     window = {"since": ["2026-01-01T00:00:00.000Z"], "until": ["2026-01-02T00:00:00.000Z"]}
@@ -257,17 +274,22 @@ async def test_cursor_is_resent_with_original_window() -> None:
 
 @pytest.mark.parametrize("last_cursor", [None, ""])
 async def test_last_page_null_cursor_ends_walk(last_cursor: str | None) -> None:
-    client, rec, _ = make_client(sequence(page_response(next_cursor="c1"),
-                                          page_response(next_cursor=last_cursor)))
+    client, rec, _ = make_client(
+        sequence(page_response(next_cursor="c1"), page_response(next_cursor=last_cursor))
+    )
     pages = [page async for page in client.pages(since=SINCE, until=UNTIL)]
     assert [p.next_cursor for p in pages] == ["c1", last_cursor]
     assert len(rec.requests) == 2
 
 
 async def test_repeating_cursor_is_protocol_error() -> None:
-    client, rec, _ = make_client(sequence(page_response(next_cursor="a"),
-                                          page_response(next_cursor="b"),
-                                          page_response(next_cursor="a")))
+    client, rec, _ = make_client(
+        sequence(
+            page_response(next_cursor="a"),
+            page_response(next_cursor="b"),
+            page_response(next_cursor="a"),
+        )
+    )
     seen: list[Page] = []
     with pytest.raises(ProtocolError, match="already returned"):
         async for page in client.pages(since=SINCE, until=UNTIL):
@@ -279,11 +301,13 @@ async def test_repeating_cursor_is_protocol_error() -> None:
 
 
 async def test_raw_bytes_kept_exactly() -> None:
-    first = (b'{ "id" :"-hsCcLItpyf07FVWE0TPsY7Lbpjv9l5Jh75Igf_HjMI",\n\t"execution_time":'
-             b'"2026-01-01T10:00:00.123456Z", "brand_new_field": {"x": [1, 2.50, null]},'
-             b' "action":"update" , "method":{"type":"browser"},"root_resource":{}}')
+    first = (
+        b'{ "id" :"-hsCcLItpyf07FVWE0TPsY7Lbpjv9l5Jh75Igf_HjMI",\n\t"execution_time":'
+        b'"2026-01-01T10:00:00.123456Z", "brand_new_field": {"x": [1, 2.50, null]},'
+        b' "action":"update" , "method":{"type":"browser"},"root_resource":{}}'
+    )
     second = b'{"id":"kRm-tyP","execution_time":"2026-01-01T09:00:00Z","details":null}'
-    body = b'{"records": [ ' + first + b' ,\n  ' + second + b'],"limit":100,"next_cursor":null}'
+    body = b'{"records": [ ' + first + b" ,\n  " + second + b'],"limit":100,"next_cursor":null}'
     client, _, _ = make_client(sequence(httpx.Response(200, content=body)))
     page = await client.get_page(since=SINCE, until=UNTIL)
     assert [bytes(r.raw) for r in page.records] == [first, second]
@@ -313,15 +337,25 @@ async def test_malformed_record_goes_to_malformed_not_failure() -> None:
     assert "id" in page.malformed[0].reason and "execution_time" in page.malformed[1].reason
 
 
-@pytest.mark.parametrize("body", [b"<html>maintenance</html>", b'{"limit": 100}',
-                                  b'{"records": null}', b'{"records": [], "next_cursor": 7}', b""])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>maintenance</html>",
+        b'{"limit": 100}',
+        b'{"records": null}',
+        b'{"records": [], "next_cursor": 7}',
+        b"",
+    ],
+)
 async def test_unreadable_body_is_protocol_error_and_retried(body: bytes) -> None:
     client, rec, _ = make_client(sequence(httpx.Response(200, content=body), page_response()))
     page = await client.get_page(since=SINCE, until=UNTIL)
     assert page.request_count == 2 and len(rec.requests) == 2
 
-    client, rec, _ = make_client(sequence(httpx.Response(200, content=body)),
-                                 retry=RetryPolicy(max_attempts=3, random=lambda: 0.5))
+    client, rec, _ = make_client(
+        sequence(httpx.Response(200, content=body)),
+        retry=RetryPolicy(max_attempts=3, random=lambda: 0.5),
+    )
     with pytest.raises(ProtocolError, match="not an audit-records page"):
         await client.get_page(since=SINCE, until=UNTIL)
     assert len(rec.requests) == 3
@@ -331,10 +365,12 @@ async def test_unreadable_body_is_protocol_error_and_retried(body: bytes) -> Non
 
 
 async def test_429_waits_ratelimit_reset_before_next_request() -> None:
-    client, rec, clock = make_client(sequence(
-        error_response(429, "Rate Limit Exceeded", 2020, headers={"ratelimit-reset": "7"}),
-        page_response(),
-    ))
+    client, rec, clock = make_client(
+        sequence(
+            error_response(429, "Rate Limit Exceeded", 2020, headers={"ratelimit-reset": "7"}),
+            page_response(),
+        )
+    )
     start = clock.now
     page = await client.get_page(since=SINCE, until=UNTIL)
     assert rec.times == [start, start + 7]
@@ -348,7 +384,9 @@ async def test_429_blocks_every_client_sharing_the_gate() -> None:
     once = RetryPolicy(max_attempts=1)
     a, _, _ = make_client(
         sequence(httpx.Response(429, headers={"ratelimit-reset": "12.5"})),
-        clock=clock, gate=gate, retry=once,
+        clock=clock,
+        gate=gate,
+        retry=once,
     )
     b, rec_b, _ = make_client(sequence(page_response()), clock=clock, gate=gate)
     start = clock.now
@@ -441,13 +479,18 @@ async def test_timeout_maps_to_request_timeout() -> None:
 
 async def test_connect_error_maps_to_connect_failed_unreachable() -> None:
     client, _, _ = make_client(
-        sequence(httpx.ConnectError("[Errno -2] Name or service not known"),
-                 httpx.RemoteProtocolError("Server disconnected"), page_response())
+        sequence(
+            httpx.ConnectError("[Errno -2] Name or service not known"),
+            httpx.RemoteProtocolError("Server disconnected"),
+            page_response(),
+        )
     )
     assert (await client.get_page(since=SINCE, until=UNTIL)).request_count == 3
 
-    client, _, _ = make_client(sequence(httpx.ConnectError("[Errno 111] Connection refused")),
-                               retry=RetryPolicy(max_attempts=1))
+    client, _, _ = make_client(
+        sequence(httpx.ConnectError("[Errno 111] Connection refused")),
+        retry=RetryPolicy(max_attempts=1),
+    )
     with pytest.raises(ConnectFailed, match="unreachable") as info:
         await client.get_page(since=SINCE, until=UNTIL)
     assert "TLS" not in str(info.value) and "Connection refused" in str(info.value)
@@ -467,8 +510,9 @@ async def test_ssl_error_maps_to_connect_failed_tls() -> None:
 
 
 async def test_transport_error_never_chains_or_echoes_token() -> None:
-    client, _, _ = make_client(sequence(httpx.ConnectError(f"proxy said {API_TOKEN}")),
-                               retry=RetryPolicy(max_attempts=1))
+    client, _, _ = make_client(
+        sequence(httpx.ConnectError(f"proxy said {API_TOKEN}")), retry=RetryPolicy(max_attempts=1)
+    )
     with pytest.raises(ConnectFailed) as info:
         await client.get_page(since=SINCE, until=UNTIL)
     assert API_TOKEN not in full_text(info.value)
@@ -549,8 +593,9 @@ async def test_probe_sends_limit_1_and_does_not_retry_4xx() -> None:
 
 
 def oauth_creds() -> OAuthClient:
-    return OAuthClient(client_id="my-client-id", client_secret=Secret(CLIENT_SECRET),
-                       subdomain="acme", region="eu")
+    return OAuthClient(
+        client_id="my-client-id", client_secret=Secret(CLIENT_SECRET), subdomain="acme", region="eu"
+    )
 
 
 class TokenEndpoint:
@@ -563,8 +608,15 @@ class TokenEndpoint:
         self.forms.append(parse_qs(request.content.decode()))
         await asyncio.sleep(0)  # let concurrent callers pile up
         token = self.tokens[min(len(self.forms), len(self.tokens)) - 1]
-        return httpx.Response(200, json={"access_token": token, "token_type": "bearer",
-                                         "expires_in": self.expires_in, "scope": "x"})
+        return httpx.Response(
+            200,
+            json={
+                "access_token": token,
+                "token_type": "bearer",
+                "expires_in": self.expires_in,
+                "scope": "x",
+            },
+        )
 
 
 def oauth_handler(api: Handler, token_endpoint: Handler | None = None) -> AsyncHandler:
@@ -585,10 +637,14 @@ async def test_oauth_grant_sends_client_credentials_and_scope() -> None:
     auth = make_auth(oauth_creds(), http)
     assert isinstance(auth, OAuthAuth)
     assert await auth.authorization() == f"Bearer {OAUTH_TOKEN}"
-    assert endpoint.forms == [{
-        "grant_type": ["client_credentials"], "client_id": ["my-client-id"],
-        "client_secret": [CLIENT_SECRET], "scope": ["as_account-eu.acme audit_records.read"],
-    }]
+    assert endpoint.forms == [
+        {
+            "grant_type": ["client_credentials"],
+            "client_id": ["my-client-id"],
+            "client_secret": [CLIENT_SECRET],
+            "scope": ["as_account-eu.acme audit_records.read"],
+        }
+    ]
     assert CLIENT_SECRET not in repr(auth) and OAUTH_TOKEN not in repr(auth)
     assert isinstance(make_auth(ApiKey(Secret(API_TOKEN)), http), ApiKeyAuth)
 
@@ -619,8 +675,9 @@ async def test_oauth_401_invalidates_once() -> None:
     endpoint = TokenEndpoint("stale", "fresh")
     handler = oauth_handler(sequence(httpx.Response(401)), endpoint)
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    client, rec, _ = make_client(handler, clock=clock,
-                                 auth=OAuthAuth(oauth_creds(), http, clock=clock))
+    client, rec, _ = make_client(
+        handler, clock=clock, auth=OAuthAuth(oauth_creds(), http, clock=clock)
+    )
     with pytest.raises(AuthenticationFailed) as info:
         await client.get_page(since=SINCE, until=UNTIL)
     assert [r.headers["Authorization"] for r in rec.requests] == ["Bearer stale", "Bearer fresh"]
@@ -641,8 +698,10 @@ async def test_oauth_401_then_fresh_token_succeeds() -> None:
 
 async def test_oauth_token_endpoint_refusal_names_client_and_region() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, json={"error": "invalid_client",
-                                         "error_description": f"bad secret {CLIENT_SECRET}"})
+        return httpx.Response(
+            401,
+            json={"error": "invalid_client", "error_description": f"bad secret {CLIENT_SECRET}"},
+        )
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
     auth = OAuthAuth(oauth_creds(), http)
@@ -665,8 +724,12 @@ async def test_oauth_token_endpoint_unreachable_is_transport_error() -> None:
 
 
 def test_oauth_token_url_must_be_https() -> None:
-    creds = OAuthClient(client_id="c", client_secret=Secret(CLIENT_SECRET), subdomain="a",
-                        token_url="http://identity.example/oauth/token")
+    creds = OAuthClient(
+        client_id="c",
+        client_secret=Secret(CLIENT_SECRET),
+        subdomain="a",
+        token_url="http://identity.example/oauth/token",
+    )
     with pytest.raises(ValueError):
         OAuthAuth(creds, httpx.AsyncClient())
 

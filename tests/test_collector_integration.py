@@ -343,3 +343,38 @@ async def test_bad_token_is_one_clear_line_and_never_echoed(kafka: Kafka, tmp_pa
     assert TOKEN not in log
     [line] = [line for line in log.splitlines() if "failed (unauthorized" in line]
     assert "region" in line
+
+
+async def test_broker_refusing_writes_mid_window_loses_nothing_once_it_clears(tmp_path: Path):
+    """The broker is cut off (a proxy drops every connection) while a window is being
+    published, then comes back: every record arrives and the checkpoint moves only after."""
+    from streamapp.broker import EmbeddedBroker, free_port
+    from tests.tcp_proxy import TcpProxy
+
+    proxy_port = free_port()
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", advertised_port=proxy_port).start()
+    proxy = TcpProxy(proxy_port, broker.port).start()
+    kafka = Kafka(url=f"kafka://127.0.0.1:{proxy_port}", kind="embedded")
+    records = history(1500, days=0.5)
+    try:
+        with SimulatorThread(tokens={TOKEN: "ok"}, latency=(0.1, 0.1)) as sim:
+            sim.add_records(records)
+            env = worker_env(kafka, sim.base_url, PAGERDUTY_LOOKBACK="12h")
+            worker = Worker(env, tmp_path / "worker.log").start()
+            try:
+                await worker.await_log("Ready", timeout=60)
+                while len([r for r in sim.requests if r.path == "/audit/records"]) < 4:
+                    await asyncio.sleep(0.05)
+                proxy.cut()
+                cut_log = worker.log()
+                await asyncio.sleep(2.5)
+                proxy.restore()
+                ids = await raw_ids(kafka, len(records), timeout=120)
+                await worker.await_log("checkpoint source=sim", timeout=60)
+            finally:
+                worker.stop()
+    finally:
+        proxy.stop()
+        broker.stop()
+    assert "checkpoint source=sim" not in cut_log
+    assert set(ids) == {r["id"] for r in records}

@@ -27,8 +27,10 @@ from streamapp.simulator import (
 )
 
 TOKEN = "tok-ok"
-AUTH = {"Authorization": f"Token token={TOKEN}",
-        "Accept": "application/vnd.pagerduty+json;version=2"}
+AUTH = {
+    "Authorization": f"Token token={TOKEN}",
+    "Accept": "application/vnd.pagerduty+json;version=2",
+}
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
 
@@ -148,7 +150,8 @@ async def test_cursor_is_keyset_and_walk_survives_new_records(sim, client):
     first = (await client.get("/audit/records", params=params)).json()
     last = first["records"][-1]
     ms = (parse(last["execution_time"]) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
-        milliseconds=1)
+        milliseconds=1
+    )
     assert first["next_cursor"] == f"{ms}-{last['id']}"
     # a record newer than the cursor position appears meanwhile: the walk neither repeats
     # nor skips anything older than the cursor
@@ -170,9 +173,11 @@ async def walk_from(client, params, cursor):
 
 
 async def test_records_are_served_byte_for_byte(sim, client):
-    odd = (b'{ "id" : "-odd-bytes",\n "execution_time":"2026-03-10T11:00:00.000001Z",'
-           b'"action":"update","method":{"type":"other"},"root_resource":{"id":"P1","type":'
-           b'"team_reference","summary":"\\u00c9quipe \xc3\xa9"}, "x_future_field": [1, 2.50]}')
+    odd = (
+        b'{ "id" : "-odd-bytes",\n "execution_time":"2026-03-10T11:00:00.000001Z",'
+        b'"action":"update","method":{"type":"other"},"root_resource":{"id":"P1","type":'
+        b'"team_reference","summary":"\\u00c9quipe \xc3\xa9"}, "x_future_field": [1, 2.50]}'
+    )
     sim.add_records([odd])
     sim.add_records(generate_records(30, start=NOW - timedelta(hours=2), end=NOW, seed=5))
     first = await client.get("/audit/records", params={"limit": 100})
@@ -202,8 +207,9 @@ async def test_empty_window_and_exactly_full_last_page(sim, client):
 
 
 async def test_default_window_is_last_24_hours(sim, client):
-    old = generate_records(5, start=NOW - timedelta(hours=30), end=NOW - timedelta(hours=25),
-                           seed=1)
+    old = generate_records(
+        5, start=NOW - timedelta(hours=30), end=NOW - timedelta(hours=25), seed=1
+    )
     new = generate_records(5, start=NOW - timedelta(hours=23), end=NOW, seed=2)
     sim.add_records(old + new)
     page = (await client.get("/audit/records")).json()
@@ -221,17 +227,28 @@ def edge_records() -> list[dict]:
     ("since_inclusive", "until_inclusive", "expected"),
     [(True, False, {0}), (False, False, set()), (True, True, {0, 1}), (False, True, {1})],
 )
-async def test_window_bound_inclusivity_is_switchable(clock, since_inclusive, until_inclusive,
-                                                      expected):
+async def test_window_bound_inclusivity_is_switchable(
+    clock, since_inclusive, until_inclusive, expected
+):
     records = edge_records()
-    async with Simulator(tokens={TOKEN: "ok"}, now=clock, since_inclusive=since_inclusive,
-                         until_inclusive=until_inclusive) as sim:
+    async with Simulator(
+        tokens={TOKEN: "ok"},
+        now=clock,
+        since_inclusive=since_inclusive,
+        until_inclusive=until_inclusive,
+    ) as sim:
         sim.add_records(records)
         async with httpx.AsyncClient(base_url=sim.base_url, headers=AUTH) as http:
             # offsets and microsecond fractions parse too
-            page = (await http.get("/audit/records", params={
-                "since": "2026-03-10T11:00:00.000000+01:00", "until": "2026-03-10T11:00:00Z",
-            })).json()
+            page = (
+                await http.get(
+                    "/audit/records",
+                    params={
+                        "since": "2026-03-10T11:00:00.000000+01:00",
+                        "until": "2026-03-10T11:00:00Z",
+                    },
+                )
+            ).json()
     assert {r["id"] for r in page["records"]} == {records[i]["id"] for i in expected}
 
 
@@ -258,8 +275,9 @@ async def test_bad_parameters_answer_400_with_pagerduty_error_body(client, param
 
 
 async def test_exactly_31_days_is_allowed(client):
-    response = await client.get("/audit/records", params={
-        "since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"})
+    response = await client.get(
+        "/audit/records", params={"since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"}
+    )
     assert response.status_code == 200
 
 
@@ -309,7 +327,9 @@ async def test_accept_header_is_recorded_not_enforced(sim, client):
     await client.get("/audit/records", headers={"Accept": "text/plain"})
     await client.get("/audit/records")
     assert [e.accept for e in sim.requests] == [
-        "text/plain", "application/vnd.pagerduty+json;version=2"]
+        "text/plain",
+        "application/vnd.pagerduty+json;version=2",
+    ]
     assert [e.status for e in sim.requests] == [200, 200]
 
 
@@ -317,8 +337,9 @@ async def test_accept_header_is_recorded_not_enforced(sim, client):
 
 
 async def test_rate_limit_headers_and_429():
-    async with Simulator(tokens={TOKEN: "ok", "other": "ok"}, rate_limit_per_minute=3,
-                         rate_limit_window=0.6) as sim:
+    async with Simulator(
+        tokens={TOKEN: "ok", "other": "ok"}, rate_limit_per_minute=3, rate_limit_window=0.6
+    ) as sim:
         async with httpx.AsyncClient(base_url=sim.base_url, headers=AUTH) as http:
             answers = [await http.get("/audit/records") for _ in range(4)]
             assert [a.status_code for a in answers] == [200, 200, 200, 429]
@@ -327,8 +348,7 @@ async def test_rate_limit_headers_and_429():
             assert answers[3].headers["ratelimit-reset"] == "1"
             assert answers[3].json()["error"]["code"] == 2020
             # per token: another token still has its budget
-            other = await http.get("/audit/records",
-                                   headers={"Authorization": "Token token=other"})
+            other = await http.get("/audit/records", headers={"Authorization": "Token token=other"})
             assert other.status_code == 200
             await asyncio.sleep(0.65)
             again = await http.get("/audit/records")
@@ -356,8 +376,13 @@ async def test_fault_429_with_headers(sim, client):
 async def test_fault_429_bare_and_5xx_with_and_without_body(sim, client):
     sim.add_fault(FaultRule(status=429))
     sim.add_fault(FaultRule(status=503, body=error_body(503, "Service Unavailable")))
-    sim.add_fault(FaultRule(status=502, body="<html><h1>502 Bad Gateway</h1></html>",
-                            headers={"Content-Type": "text/html"}))
+    sim.add_fault(
+        FaultRule(
+            status=502,
+            body="<html><h1>502 Bad Gateway</h1></html>",
+            headers={"Content-Type": "text/html"},
+        )
+    )
     sim.add_fault(FaultRule(status=500, times=2))
     bare = await client.get("/audit/records")
     assert bare.status_code == 429 and bare.content == b""
@@ -410,7 +435,8 @@ async def test_fault_on_page_k_of_a_walk(sim, client):
     statuses, got, cursor = [], [], None
     while True:
         response = await client.get(
-            "/audit/records", params=dict(params, **({"cursor": cursor} if cursor else {})))
+            "/audit/records", params=dict(params, **({"cursor": cursor} if cursor else {}))
+        )
         statuses.append(response.status_code)
         if response.status_code != 200:
             continue  # retry the same cursor
@@ -427,8 +453,7 @@ async def test_fault_on_page_k_of_a_walk(sim, client):
     sim.clear_requests()
     sim.add_fault(FaultRule(status=503, page=2, times=None))
     first = (await client.get("/audit/records", params=params)).json()
-    second = await client.get("/audit/records",
-                              params=dict(params, cursor=first["next_cursor"]))
+    second = await client.get("/audit/records", params=dict(params, cursor=first["next_cursor"]))
     assert second.status_code == 503
     assert [e.page for e in sim.requests] == [1, 2]
     sim.clear_faults()
@@ -451,10 +476,12 @@ async def test_late_visible_records(sim, client, clock):
     params = {"since": iso(NOW - timedelta(hours=1)), "until": iso(NOW + timedelta(hours=1))}
     assert (await client.get("/audit/records", params=params)).json()["records"] == []
     clock.advance(seconds=30)
-    assert [r["id"] for r in (await client.get("/audit/records", params=params))
-            .json()["records"]] == [record[0]["id"]]
-    sim.add_records(generate_records(1, start=NOW, end=NOW + timedelta(seconds=1), seed=12),
-                    visible_after=5)
+    assert [
+        r["id"] for r in (await client.get("/audit/records", params=params)).json()["records"]
+    ] == [record[0]["id"]]
+    sim.add_records(
+        generate_records(1, start=NOW, end=NOW + timedelta(seconds=1), seed=12), visible_after=5
+    )
     assert sim.stats()["visible_record_count"] == 1 and sim.record_count == 2
 
 
@@ -462,11 +489,14 @@ async def test_late_visible_records(sim, client, clock):
 
 
 async def test_oauth_issue_use_and_expiry(clock):
-    async with Simulator(oauth_clients={"cid": "csecret"}, oauth_expires_in=600,
-                         now=clock) as sim:
+    async with Simulator(oauth_clients={"cid": "csecret"}, oauth_expires_in=600, now=clock) as sim:
         async with httpx.AsyncClient(base_url=sim.base_url) as http:
-            form = {"grant_type": "client_credentials", "client_id": "cid",
-                    "client_secret": "csecret", "scope": "as_account-us.acme audit_records.read"}
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": "cid",
+                "client_secret": "csecret",
+                "scope": "as_account-us.acme audit_records.read",
+            }
             issued = await http.post("/oauth/token", data=form)
             assert issued.status_code == 200
             body = issued.json()
@@ -484,8 +514,7 @@ async def test_oauth_issue_use_and_expiry(clock):
             assert grant.status_code == 400
             unscoped = await http.post("/oauth/token", data=dict(form, scope="users.read"))
             token = unscoped.json()["access_token"]
-            denied = await http.get("/audit/records",
-                                    headers={"Authorization": f"Bearer {token}"})
+            denied = await http.get("/audit/records", headers={"Authorization": f"Bearer {token}"})
             assert denied.status_code == 403
         assert all(body["access_token"] not in json.dumps(e.to_json()) for e in sim.requests)
 
@@ -495,18 +524,22 @@ async def test_oauth_issue_use_and_expiry(clock):
 
 async def test_admin_api_round_trip(sim, client, clock):
     async with httpx.AsyncClient(base_url=sim.base_url) as admin:
-        generated = await admin.post("/_sim/generate", json={
-            "count": 40, "start": iso(NOW - timedelta(hours=3)), "end": iso(NOW), "seed": 3})
+        generated = await admin.post(
+            "/_sim/generate",
+            json={"count": 40, "start": iso(NOW - timedelta(hours=3)), "end": iso(NOW), "seed": 3},
+        )
         assert generated.json() == {"added": 40, "record_count": 40}
         extra = generate_records(2, start=NOW - timedelta(hours=1), end=NOW, seed=4)
         added = await admin.post("/_sim/records", json={"records": extra, "visible_after": 60})
         assert added.json()["record_count"] == 42
         stats = (await admin.get("/_sim/stats")).json()
         assert stats["record_count"] == 42 and stats["visible_record_count"] == 40
-        assert (await admin.post("/_sim/tokens",
-                                 json={"token": "t2", "state": "no_plan"})).status_code == 200
-        assert (await admin.post("/_sim/tokens",
-                                 json={"token": "t2", "state": "bogus"})).status_code == 400
+        assert (
+            await admin.post("/_sim/tokens", json={"token": "t2", "state": "no_plan"})
+        ).status_code == 200
+        assert (
+            await admin.post("/_sim/tokens", json={"token": "t2", "state": "bogus"})
+        ).status_code == 400
         fault = await admin.post("/_sim/faults", json={"status": 503, "page": 1, "times": 1})
         assert fault.json() == {"faults_pending": 1}
         assert (await admin.post("/_sim/faults", json={"colour": 1})).status_code == 400
@@ -567,8 +600,9 @@ def test_generate_records_is_deterministic_and_valid():
         view = msgspec.json.decode(json.dumps(record).encode(), type=RecordSchema)
         assert start <= view.execution_time < end
         assert re.fullmatch(r"[A-Za-z0-9_-]{43}", view.id)
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{3}|\d{6})Z",
-                            record["execution_time"])
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{3}|\d{6})Z", record["execution_time"]
+        )
         for f in (record.get("details") or {}).get("fields") or []:
             if record["action"] == "create":
                 assert "value" in f
@@ -579,8 +613,9 @@ def test_generate_records_is_deterministic_and_valid():
 
     dashed = [r for r in one if r["id"].startswith("-")]
     assert 0.03 < len(dashed) / len(one) < 0.15
-    groups = Counter((r["execution_time"], (r.get("execution_context") or {}).get("request_id"))
-                     for r in one)
+    groups = Counter(
+        (r["execution_time"], (r.get("execution_context") or {}).get("request_id")) for r in one
+    )
     assert any(2 <= n <= 5 for n in groups.values())
     tied = Counter(r["execution_time"] for r in one)
     assert max(tied.values()) <= 5 and sum(n for n in tied.values() if n > 1) > 150
@@ -589,14 +624,24 @@ def test_generate_records_is_deterministic_and_valid():
     text = json.dumps(one, ensure_ascii=False)
     assert "x_future_field" in text and "pre-auth" in text and "🚒" in text
     assert {r["root_resource"]["type"] for r in one} == {
-        "user_reference", "team_reference", "service_reference", "schedule_reference",
-        "escalation_policy_reference", "ip_allow_list_reference"}
+        "user_reference",
+        "team_reference",
+        "service_reference",
+        "schedule_reference",
+        "escalation_policy_reference",
+        "ip_allow_list_reference",
+    }
     assert {r["action"] for r in one} >= {"create", "update", "delete"}
     actor_types = {a["type"] for r in one for a in (r.get("actors") or [])}
     assert actor_types == {"user_reference", "api_key_reference", "app_reference"}
     assert any("actors" not in r for r in one) and any(r.get("actors", 1) is None for r in one)
     assert {r["method"]["type"] for r in one} == {
-        "browser", "oauth", "api_token", "identity_provider", "other"}
+        "browser",
+        "oauth",
+        "api_token",
+        "identity_provider",
+        "other",
+    }
     assert any(r["method"].get("truncated_token", 1) is None for r in one)
     contexts = [r.get("execution_context") for r in one]
     assert any(c and "remote_address" not in c for c in contexts)
@@ -606,7 +651,8 @@ def test_generate_records_tiny_window_and_edges():
     start = NOW
     ties = generate_records(7, start=start, end=start + timedelta(milliseconds=1), seed=4)
     assert {r["execution_time"] for r in ties} <= {"2026-03-10T12:00:00.000Z"} | {
-        f"2026-03-10T12:00:00.000{us:03d}Z" for us in range(1000)}
+        f"2026-03-10T12:00:00.000{us:03d}Z" for us in range(1000)
+    }
     assert generate_records(0, start=start, end=start + timedelta(hours=1)) == []
     with pytest.raises(ValueError):
         generate_records(1, start=start, end=start)
