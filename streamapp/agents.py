@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 from mode import Service
 
+from streamapp import metrics
 from streamapp.app import app, raw_topic, settings
 from streamapp.offsets import Gap, OffsetTracker
 from streamapp.pipeline import (
@@ -99,13 +100,6 @@ processor = Processor(
     ocsf_topic=settings.topics.ocsf if settings.ocsf else None,
 )
 tracker = OffsetTracker()
-#: counters for the metrics endpoint and tests: kind → source → count
-counters: dict[str, dict[str, int]] = {
-    "emitted": {},
-    "duplicates": {},
-    "dead": {},
-    "gap_records": {"-": 0},
-}
 
 
 def _is_seen(key: bytes) -> bool:
@@ -210,10 +204,12 @@ async def _send_all(messages: Sequence[Outgoing]) -> None:
 
 
 def _count(result: BatchResult) -> None:
-    for kind in ("emitted", "duplicates", "dead"):
-        bucket = counters[kind]
-        for source, n in getattr(result, kind).items():
-            bucket[source] = bucket.get(source, 0) + n
+    for source, n in result.emitted.items():
+        metrics.RECORDS_EMITTED.labels(source).inc(n)
+    for source, n in result.duplicates.items():
+        metrics.RECORDS_DEDUPLICATED.labels(source).inc(n)
+    for source, n in result.dead.items():
+        metrics.RECORDS_DEAD_LETTERED.labels(source, "pipeline").inc(n)
 
 
 async def process_batch(batch: list[Incoming]) -> BatchResult:
@@ -233,7 +229,8 @@ async def process_batch(batch: list[Incoming]) -> BatchResult:
             gap.end - 1,
         )
         recovered.extend(await _read_gap(gap))
-    counters["gap_records"]["-"] += len(recovered)
+    if recovered:
+        metrics.GAP_RECORDS.inc(len(recovered))
     result = processor.process(recovered + batch, _is_seen)
     await _send_all(result.messages)
     for key, partition in result.fresh:

@@ -19,7 +19,7 @@ from streamapp.config import Settings, load_settings
 from streamapp.errors import ConfigError
 
 #: the leaf modules that define timers, agents, commands and views
-MODULES = ["streamapp.poller", "streamapp.agents"]
+MODULES = ["streamapp.poller", "streamapp.agents", "streamapp.views"]
 
 
 def _load() -> Settings:

@@ -86,14 +86,14 @@ class Processor:
         result: BatchResult,
     ) -> None:
         original = message.value or b""
-        if message.key is not None and (message.key in in_batch or seen(message.key)):
-            # cheap path: the raw topic is keyed by record id
-            _bump(result.duplicates, None)
-            return
         try:
             envelope = _decode_envelope(original)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._dead(message, f"not a raw-topic envelope: {exc}", None, now, result)
+            return
+        if message.key is not None and (message.key in in_batch or seen(message.key)):
+            # the raw topic is keyed by record id: a repeat needs no enrichment
+            _bump(result.duplicates, envelope.source_name)
             return
         try:
             doc = enrich(

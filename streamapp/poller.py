@@ -20,6 +20,7 @@ import httpx
 import msgspec
 from mode import Service
 
+from streamapp import metrics
 from streamapp.app import app, checkpoints, dlq_topic, raw_topic, settings
 from streamapp.collector import PollInterrupted, poll_once
 from streamapp.config import SourceConfig
@@ -65,6 +66,9 @@ class KafkaPublisher:
         producer = app.producer
         now = datetime.now(UTC)
         futures: list[Awaitable[object]] = []
+        metrics.RECORDS_POLLED.labels(source_name).inc(len(page.records) + len(page.malformed))
+        if page.malformed:
+            metrics.RECORDS_DEAD_LETTERED.labels(source_name, "poll").inc(len(page.malformed))
         try:
             for record in page.records:
                 value = _encode(
@@ -121,6 +125,7 @@ class SourceRunner:
                 max_attempts=settings.http_retry_attempts, base_delay=settings.http_retry_base
             ),
             timeout=settings.http_timeout,
+            on_answer=lambda status: metrics.API_REQUESTS.labels(source.name, status).inc(),
         )
         self.next_due = 0.0
         self.task: asyncio.Task[None] | None = None
@@ -132,6 +137,7 @@ class SourceRunner:
 
     async def poll(self) -> None:
         started = time.monotonic()
+        outcome = "failed"
         try:
             report = await poll_once(
                 self.source.name,
@@ -144,6 +150,7 @@ class SourceRunner:
                 keep_going=app.is_leader,
             )
         except PollInterrupted:
+            outcome = "interrupted"
             log.info("poll source=%s stopped: this worker no longer leads", self.source.name)
             return
         except (PagerDutyError, PublishError) as exc:
@@ -165,8 +172,12 @@ class SourceRunner:
                 REDACTOR.scrub(f"{type(exc).__name__}: {exc}"),
             )
             return
+        else:
+            outcome = "ok"
         finally:
             self.next_due = started + self.source.poll_interval.total_seconds()
+            metrics.POLLS.labels(self.source.name, outcome).inc()
+            metrics.POLL_DURATION.labels(self.source.name).observe(time.monotonic() - started)
         self.consecutive_failures = 0
         log.info(report.summary())
         if report.windows_done < len(report.windows):  # pragma: no cover - defensive

@@ -74,8 +74,18 @@ def _verdict(source: SourceConfig, *, ok: bool, kind: str, text: str) -> Verdict
     return Verdict(source_name=source.name, ok=ok, line=line, kind=kind)
 
 
+#: what the client's messages say of its own retries: untrue for a one-shot probe
+_RETRY_TAILS: Final = (
+    "; retrying later",
+    "; a transient server error, retried with backoff",
+    "; no ratelimit-reset given, backing off",
+)
+
+
 def _failure(source: SourceConfig, exc: PagerDutyError, timeout: float) -> Verdict:
     detail = str(exc)
+    for tail in _RETRY_TAILS:
+        detail = detail.removesuffix(tail)
     kind = exc.kind
     if kind == "unreachable" and "TLS" in detail:
         kind = "tls"

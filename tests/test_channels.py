@@ -62,13 +62,15 @@ class Receiver:
     default: str = "200"
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     retry_after: str | None = None
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append((request.path, body))
         action = self.script.pop(0) if self.script else self.default
         if action == "hang":
-            await asyncio.sleep(30)
+            # hangs until the test ends (then answers, so the server shuts down at once)
+            await self.released.wait()
             return web.Response(status=200)
         status = int(action)
         headers = {"Retry-After": self.retry_after} if status == 429 and self.retry_after else {}
@@ -94,6 +96,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     try:
         yield recv
     finally:
+        recv.released.set()
         await runner.cleanup()
 
 

@@ -84,8 +84,11 @@ class PagerDutyClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         timeout: float = 30.0,
+        on_answer: Callable[[str], None] | None = None,
     ) -> None:
         self._base_url = check_api_url(base_url)
+        #: told of every attempt's outcome: the HTTP status, or the transport error's kind
+        self._on_answer = on_answer
         host = urlsplit(self._base_url).hostname or self._base_url
         self._what = f"PagerDuty at {host}"
         self._url = self._base_url + AUDIT_RECORDS_PATH
@@ -200,6 +203,8 @@ class PagerDutyClient:
                 )
             except (httpx.RequestError, OSError) as exc:
                 failure = transport_error(exc, what=self._what, hide=_secrets(authorization))
+        if self._on_answer is not None:
+            self._on_answer(failure.kind if failure is not None else str(response.status_code))
         if failure is not None:
             raise failure
         return response
