@@ -513,7 +513,9 @@ def _seconds_since(now: datetime, moment: datetime | None) -> float | None:
     return round((now - moment).total_seconds(), 3) if moment is not None else None
 
 
-def health_summary(state: SourceHealth, *, now: datetime, health_check: timedelta) -> dict:
+def health_summary(
+    state: SourceHealth, *, now: datetime, health_check: timedelta
+) -> dict[str, Any]:
     """A JSON-ready summary for the web endpoint.
 
     ``status`` is the most severe active problem: ``error`` > ``degraded`` > ``stale`` >
