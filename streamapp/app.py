@@ -10,16 +10,21 @@ connection is made until the worker starts. A bad setting stops start-up with on
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import faust
 
 from streamapp.config import Settings, load_settings
 from streamapp.errors import ConfigError
+from streamapp.logsetup import logging_config
 
 #: the leaf modules that define timers, agents, commands and views
-MODULES = ["streamapp.poller", "streamapp.agents", "streamapp.views"]
+MODULES = [
+    "streamapp.poller",
+    "streamapp.agents",
+    "streamapp.watchdog",
+    "streamapp.views",
+]
 
 
 def _load() -> Settings:
@@ -50,6 +55,7 @@ app = faust.App(
     broker_heartbeat_interval=max(0.5, min(3.0, settings.session_timeout / 6)),
     broker_commit_every=1000,
     broker_commit_interval=1.0,
+    logging_config=logging_config(settings.log_level, settings.log_json),
 )
 
 raw_topic = app.topic(
@@ -58,6 +64,12 @@ raw_topic = app.topic(
     key_type=bytes,
     value_type=bytes,
     internal=True,
+)
+notifications_topic = app.topic(
+    settings.topics.notifications,
+    partitions=1,
+    key_type=bytes,
+    value_type=bytes,
 )
 dlq_topic = app.topic(
     settings.topics.dlq,
@@ -80,21 +92,25 @@ class OnePartitionGlobalTable(faust.GlobalTable):
         return 0
 
 
-#: source name → msgspec-encoded Checkpoint. Global: whichever worker leads polls every
-#: source and must see every checkpoint; written outside a stream (use_partitioner) by the
-#: poller, one partition as faust advises for global tables.
-checkpoints = OnePartitionGlobalTable(
-    app,
-    name="checkpoints",
-    key_type=bytes,
-    value_type=bytes,
-    partitions=1,
-    recovery_buffer_size=1,
-    standby_buffer_size=1,
-    is_global=True,
-    beacon=app.tables.beacon,
-)
-app.tables.add(checkpoints)
+def global_table(name: str) -> OnePartitionGlobalTable:
+    """Global: whichever worker leads polls every source and must see every entry; one
+    partition, as faust advises for global tables."""
+    table = OnePartitionGlobalTable(
+        app,
+        name=name,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=1,
+        recovery_buffer_size=1,
+        standby_buffer_size=1,
+        is_global=True,
+        beacon=app.tables.beacon,
+    )
+    app.tables.add(table)
+    return table
 
-# httpx logs every request at INFO; one line per poll is ours to write
-logging.getLogger("httpx").setLevel(logging.WARNING)
+
+#: source name → msgspec-encoded models.Checkpoint, written by the leader's poller
+checkpoints = global_table("checkpoints")
+#: source name → msgspec-encoded health.SourceHealth, written by the leader's watchdog
+health = global_table("health")

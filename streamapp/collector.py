@@ -58,6 +58,8 @@ class PollReport:
     started: float = field(default_factory=time.monotonic)
     duration: float = 0.0
     checkpoint: datetime | None = None
+    #: execution_time of the newest record this poll saw
+    newest_record_at: datetime | None = None
     error: BaseException | None = None
 
     def summary(self) -> str:
@@ -139,6 +141,10 @@ async def poll_once(
             )
             checkpoints.put(source_name, updated)
             report.records += window_records
+            if newest is not None and (
+                report.newest_record_at is None or newest > report.newest_record_at
+            ):
+                report.newest_record_at = newest
             report.windows_done += 1
             report.checkpoint = updated.until
             log.info(

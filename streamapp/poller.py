@@ -20,7 +20,7 @@ import httpx
 import msgspec
 from mode import Service
 
-from streamapp import metrics
+from streamapp import metrics, watchdog
 from streamapp.app import app, checkpoints, dlq_topic, raw_topic, settings
 from streamapp.collector import PollInterrupted, poll_once
 from streamapp.config import SourceConfig
@@ -138,6 +138,7 @@ class SourceRunner:
     async def poll(self) -> None:
         started = time.monotonic()
         outcome = "failed"
+        failure: tuple[str, int | None, str] | None = None
         try:
             report = await poll_once(
                 self.source.name,
@@ -149,39 +150,48 @@ class SourceRunner:
                 max_window=MAX_WINDOW,
                 keep_going=app.is_leader,
             )
+            outcome = "ok"
         except PollInterrupted:
             outcome = "interrupted"
             log.info("poll source=%s stopped: this worker no longer leads", self.source.name)
             return
-        except (PagerDutyError, PublishError) as exc:
-            self.consecutive_failures += 1
-            log.warning(
-                "poll source=%s failed (%s, %d in a row): %s; checkpoint unchanged",
-                self.source.name,
-                getattr(exc, "kind", "publish"),
-                self.consecutive_failures,
-                exc,
-            )
-            return
+        except PagerDutyError as exc:
+            failure = (exc.kind, getattr(exc, "status", None), str(exc))
+        except PublishError as exc:
+            failure = ("publish", None, str(exc))
         except Exception as exc:
-            self.consecutive_failures += 1
-            log.error(
-                "poll source=%s failed (internal error, %d in a row): %s; checkpoint unchanged",
-                self.source.name,
-                self.consecutive_failures,
-                REDACTOR.scrub(f"{type(exc).__name__}: {exc}"),
-            )
-            return
-        else:
-            outcome = "ok"
+            failure = ("internal", None, REDACTOR.scrub(f"{type(exc).__name__}: {exc}"))
         finally:
             self.next_due = started + self.source.poll_interval.total_seconds()
             metrics.POLLS.labels(self.source.name, outcome).inc()
             metrics.POLL_DURATION.labels(self.source.name).observe(time.monotonic() - started)
+        if failure is not None:
+            kind, status, message = failure
+            self.consecutive_failures += 1
+            log.warning(
+                "poll source=%s failed (%s, %d in a row): %s; checkpoint unchanged",
+                self.source.name,
+                kind,
+                self.consecutive_failures,
+                message,
+            )
+            await self._report(watchdog.poll_failed(self.source, kind, status, message))
+            return
         self.consecutive_failures = 0
         log.info(report.summary())
-        if report.windows_done < len(report.windows):  # pragma: no cover - defensive
-            self.next_due = 0.0
+        await self._report(watchdog.poll_succeeded(self.source, report.newest_record_at))
+
+    async def _report(self, health_update: Awaitable[None]) -> None:
+        # health bookkeeping must never stop polling; the next poll reports again
+        try:
+            await health_update
+        except Exception as exc:
+            log.warning(
+                "health update for source=%s failed: %s: %s",
+                self.source.name,
+                type(exc).__name__,
+                exc,
+            )
 
 
 @app.service

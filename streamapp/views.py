@@ -1,13 +1,15 @@
-"""The worker's web endpoints: ``/metrics`` (Prometheus) and ``/ready``.
+"""The worker's web endpoints, on ``STREAMAPP_WEB_PORT`` once table recovery is complete:
 
-Health endpoints live with the watchdog. Served by faust's web server on
-``STREAMAPP_WEB_PORT`` once table recovery is complete.
+- ``/metrics``: Prometheus text format;
+- ``/ready``: 200 when this worker has recovered its tables and is not rebalancing;
+- ``/health``: every source's health as JSON; ``/health/{source}``: one source (404 if
+  unknown). Status 200 whatever the health: the body says it, the endpoint is up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -15,8 +17,10 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streamapp import metrics
-from streamapp.app import app, checkpoints
+from streamapp.app import app, checkpoints, settings
+from streamapp.health import health_summary
 from streamapp.models import Checkpoint
+from streamapp.watchdog import state_of
 
 _decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
 
@@ -51,3 +55,29 @@ class ReadyView(View):
             "in_recovery": bool(app.in_recovery),
         }
         return self.json(body, status=200 if ready else 503)
+
+
+def _summary(source_name: str) -> dict[str, Any]:
+    source = next(s for s in settings.sources if s.name == source_name)
+    return health_summary(
+        state_of(source_name), now=datetime.now(UTC), health_check=source.health_check
+    )
+
+
+@app.page("/health")
+class HealthView(View):
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        sources = [_summary(source.name) for source in settings.sources]
+        worst = "ok"
+        for status in ("stale", "degraded", "error"):
+            if any(s["status"] == status for s in sources):
+                worst = status
+        return self.json({"status": worst, "sources": sources})
+
+
+@app.page("/health/{source}")
+class SourceHealthView(View):
+    async def get(self, request: Request, source: str, **kwargs: Any) -> Response:
+        if source not in {s.name for s in settings.sources}:
+            return self.json({"error": f"no source named {source!r}"}, status=404)
+        return self.json(_summary(source))
