@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit integration bench clean
+.PHONY: run test lint typecheck bench verify sources tail schemas clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -33,6 +33,25 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check streamapp tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# the faust app commands, as make targets (ARGS="--source prod" etc.)
+FAUST := $(BIN)/faust -A streamapp.app
+
+verify: $(VENV)/.installed-run
+	@$(FAUST) verify $(ARGS)
+
+sources: $(VENV)/.installed-run
+	@$(FAUST) sources $(ARGS)
+
+tail: $(VENV)/.installed-run
+	@$(FAUST) tail $(ARGS)
+
+schemas: $(VENV)/.installed-run
+	@$(BIN)/python -m streamapp.schemas
+
+bench: $(VENV)/.installed-test
+	@mkdir -p bench/results
+	$(BIN)/python -m bench --json bench/results/latest.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
