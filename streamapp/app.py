@@ -24,6 +24,7 @@ MODULES = [
     "streamapp.agents",
     "streamapp.watchdog",
     "streamapp.views",
+    "streamapp.commands",
 ]
 
 

@@ -1,0 +1,659 @@
+"""Backfill: walk a past range of one source into the raw topic, resumable, with progress.
+
+    faust -A streamapp.app backfill --source NAME --since 30d [--until WHEN]
+
+Three layers, in this order in the file:
+
+- pure: reading ``--since``/``--until`` (:func:`resolve_range`), planning the windows that
+  are still to do given the windows already done (:func:`plan_backfill`), and the progress
+  meter (:class:`ProgressMeter`: records, pages, rate, ETA by windows remaining);
+- orchestration: :func:`run_backfill` walks the planned windows oldest first with an
+  injected client, publisher and progress store, like ``collector.poll_once``;
+- Kafka: :class:`RawTopicPublisher` writes records exactly as the poller does (the
+  ``RawEnvelope`` JSON, keyed by record id, ``source_name`` header, malformed records to the
+  dead-letter topic), so downstream dedupe treats a backfilled record like a polled one;
+  :class:`KafkaProgressStore` keeps the acknowledged windows in a compacted topic.
+
+Resumption. A window is *done* when the broker has acknowledged every record of it; only
+then is one message written to ``<app_id>-backfills`` (one partition, compacted), keyed
+``source|window since|window until`` with a :class:`WindowDone` value. At start every done
+window of the source is read back, and the part of the requested range they cover is not
+asked for again; the rest is cut into windows (adjacent to a covered part, a new window
+reaches back ``EDGE`` into it, as the poller's windows do). Because coverage, not the exact
+command line, decides, ``--since 30d`` run again an hour later skips what the first run
+finished and walks only what is new. ``--fresh`` ignores the saved windows. A stale read
+(the broker reporting an old end offset) can only hide a done window, which means the
+window is walked again and its records are dropped downstream by id: never a loss. The
+poller's checkpoint is neither read nor moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TextIO
+
+import msgspec
+
+from streamapp.collector import PageSource
+from streamapp.deadletter import dead_letter
+from streamapp.durations import parse_duration
+from streamapp.errors import ConfigError, PublishError, StreamappError
+from streamapp.models import RawEnvelope, as_utc, rfc3339
+from streamapp.pagerduty.client import Page
+from streamapp.windows import API_MAX_WINDOW, EDGE, MAX_LOOKBACK, Window, plan_windows
+
+__all__ = [
+    "BrokerUnavailable",
+    "KafkaProgressStore",
+    "ProgressMeter",
+    "RawTopicPublisher",
+    "WindowDone",
+    "bootstrap_servers",
+    "plan_backfill",
+    "read_topic_latest",
+    "resolve_range",
+    "run_backfill",
+]
+
+DEFAULT_WINDOW = timedelta(days=1)
+_encode = msgspec.json.Encoder().encode
+_RELATIVE_RE = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhd]\s*$")
+
+
+class BrokerUnavailable(StreamappError):
+    """The Kafka broker could not be reached or refused a metadata/admin request."""
+
+
+# =========================================================================== pure: range
+
+
+def parse_when(text: str, *, now: datetime, what: str) -> datetime:
+    """``now``, a duration ago (``30d``, ``12h``, ``90m``, ``45s``) or ISO 8601 (naive = UTC).
+
+    ConfigError naming ``what`` otherwise.
+    """
+    value = text.strip()
+    if value.lower() == "now":
+        return as_utc(now)
+    if _RELATIVE_RE.match(value):
+        try:
+            ago = parse_duration(value, what=what)
+        except ConfigError:
+            raise
+        try:
+            return as_utc(now) - ago
+        except OverflowError:
+            raise ConfigError(f"{what}: {text!r} reaches before year 1") from None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{what}: expected ISO 8601 (2024-05-01, 2024-05-01T12:00:00Z), 'now' or a"
+            f" duration ago such as 30d, 12h or 90m, got {text!r}"
+        ) from None
+    return as_utc(moment)
+
+
+def _to_millisecond(moment: datetime) -> datetime:
+    # PagerDuty takes milliseconds; windows and progress keys use what is actually sent
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def resolve_range(since: str, until: str | None, *, now: datetime) -> tuple[datetime, datetime]:
+    """The absolute ``[since, until)`` of a backfill; ConfigError on a range PagerDuty lacks.
+
+    ``until`` defaults to ``now`` and is capped at ``now``; ``since`` must be before it and
+    no older than 365 days (PagerDuty keeps audit records for 12 months).
+    """
+    now = as_utc(now)
+    start = _to_millisecond(parse_when(since, now=now, what="--since"))
+    end = _to_millisecond(min(parse_when(until, now=now, what="--until"), now) if until else now)
+    if start >= end:
+        raise ConfigError(f"--since ({rfc3339(start)}) must be before --until ({rfc3339(end)})")
+    if start < _to_millisecond(now - MAX_LOOKBACK):
+        raise ConfigError(
+            f"--since ({rfc3339(start)}) is older than 365 days: PagerDuty keeps audit"
+            " records for 12 months"
+        )
+    return start, end
+
+
+def window_size(text: str) -> timedelta:
+    """``--window``: a duration from 1 minute to 31 days."""
+    size = parse_duration(text, what="--window")
+    if size < timedelta(minutes=1) or size > API_MAX_WINDOW:
+        raise ConfigError(f"--window: must be between 1m and 31d, got {text!r}")
+    return size
+
+
+# =========================================================================== pure: plan
+
+
+class WindowDone(msgspec.Struct, kw_only=True, frozen=True):
+    """A message on ``<app_id>-backfills``: every record of this window was acknowledged."""
+
+    source_name: str
+    since: datetime
+    until: datetime
+    records: int = 0
+    pages: int = 0
+    malformed: int = 0
+    done_at: datetime
+    #: the backfill range the window belonged to (information only)
+    backfill_since: datetime | None = None
+    backfill_until: datetime | None = None
+
+
+_decode_done = msgspec.json.Decoder(WindowDone).decode
+
+
+def progress_key(source_name: str, window: Window) -> bytes:
+    return f"{source_name}|{rfc3339(window.since)}|{rfc3339(window.until)}".encode()
+
+
+def merge(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Overlapping or touching spans joined; sorted."""
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    since: datetime
+    until: datetime
+    #: windows still to walk, oldest first
+    windows: list[Window]
+    #: parts of the range already done (merged, clipped to the range)
+    covered: list[tuple[datetime, datetime]]
+
+    @property
+    def covered_span(self) -> timedelta:
+        return sum((end - start for start, end in self.covered), timedelta(0))
+
+
+def plan_backfill(
+    since: datetime,
+    until: datetime,
+    *,
+    done: Iterable[tuple[datetime, datetime]] = (),
+    max_window: timedelta = DEFAULT_WINDOW,
+) -> BackfillPlan:
+    """The windows of ``[since, until)`` not covered by ``done``, oldest first.
+
+    A part adjacent to a covered span starts ``EDGE`` inside it, so a record exactly on the
+    boundary is asked for whichever way PagerDuty treats ``since``/``until``.
+    """
+    since, until = as_utc(since), as_utc(until)
+    covered = [
+        (max(start, since), min(end, until))
+        for start, end in merge((as_utc(a), as_utc(b)) for a, b in done)
+        if end > since and start < until
+    ]
+    gaps: list[tuple[datetime, datetime]] = []
+    cursor = since
+    for start, end in covered:
+        if start > cursor:
+            gaps.append((cursor, start))
+        cursor = max(cursor, end)
+    if cursor < until:
+        gaps.append((cursor, until))
+    windows: list[Window] = []
+    for start, end in gaps:
+        start = max(since, start - EDGE) if start > since else start
+        end = min(until, end + EDGE) if end < until else end
+        windows.extend(
+            plan_windows(
+                None, now=end, lookback=end - start, overlap=timedelta(0), max_window=max_window
+            )
+        )
+    return BackfillPlan(since=since, until=until, windows=windows, covered=covered)
+
+
+# =========================================================================== pure: meter
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "--:--"
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+@dataclass
+class ProgressMeter:
+    """What a backfill has done so far and how long the rest should take."""
+
+    source_name: str
+    windows_total: int
+    windows_skipped: int = 0
+    windows_done: int = 0
+    records: int = 0
+    pages: int = 0
+    malformed: int = 0
+    started: float = 0.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.started:
+            self.started = self.clock()
+
+    @property
+    def elapsed(self) -> float:
+        return max(self.clock() - self.started, 1e-9)
+
+    @property
+    def remaining(self) -> int:
+        return self.windows_total - self.windows_done
+
+    @property
+    def rate(self) -> float:
+        """Records per second in this run."""
+        return self.records / self.elapsed
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, from the mean time of this run's finished windows."""
+        if self.remaining == 0:
+            return 0.0
+        if self.windows_done == 0:
+            return None
+        return self.elapsed / self.windows_done * self.remaining
+
+    def page(self, records: int, malformed: int = 0) -> None:
+        self.pages += 1
+        self.records += records
+        self.malformed += malformed
+
+    def window_done(self) -> None:
+        self.windows_done += 1
+
+    def bar(self, width: int = 80) -> str:
+        """One redrawable line for a terminal."""
+        stats = (
+            f" {self.windows_done}/{self.windows_total} windows  {self.records:,} records"
+            f"  {self.pages:,} pages  {self.rate:,.0f}/s  ETA {format_eta(self.eta)}"
+        )
+        room = max(10, min(40, width - len(stats) - 3))
+        filled = room if not self.windows_total else room * self.windows_done // self.windows_total
+        return f"[{'#' * filled}{'.' * (room - filled)}]{stats}"
+
+    def window_line(self, window: Window, records: int, pages: int) -> str:
+        """One line per finished window, for a pipe or a log."""
+        return (
+            f"backfill source={self.source_name} window {self.windows_done}/{self.windows_total}"
+            f" {rfc3339(window.since)}..{rfc3339(window.until)} records={records} pages={pages}"
+            f" total={self.records} rate={self.rate:.0f}/s eta={format_eta(self.eta)}"
+        )
+
+
+class ProgressView:
+    """Shows a meter on a stream: a redrawn bar on a terminal, a line per window otherwise."""
+
+    def __init__(self, meter: ProgressMeter, stream: TextIO, *, tty: bool | None = None) -> None:
+        self.meter = meter
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self._last_draw = 0.0
+        self._drawn = False
+
+    def say(self, line: str) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[K")
+            self._drawn = False
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def on_page(self) -> None:
+        if self.tty and time.monotonic() - self._last_draw >= 0.1:
+            self._draw()
+
+    def on_window(self, window: Window, records: int, pages: int) -> None:
+        if self.tty:
+            self._draw()
+        else:
+            self.say(self.meter.window_line(window, records, pages))
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+    def _draw(self) -> None:
+        self._last_draw = time.monotonic()
+        self.stream.write("\r\x1b[K" + self.meter.bar())
+        self.stream.flush()
+        self._drawn = True
+
+
+# =========================================================================== orchestration
+
+
+class Publisher(Protocol):
+    async def publish(self, source_name: str, page: Page) -> Awaitable[None]: ...
+
+
+class ProgressStore(Protocol):
+    async def done_windows(self, source_name: str) -> list[WindowDone]: ...
+    async def mark_done(self, done: WindowDone) -> None: ...
+
+
+@dataclass
+class BackfillResult:
+    plan: BackfillPlan
+    meter: ProgressMeter
+    error: BaseException | None = None
+
+
+async def run_backfill(
+    source_name: str,
+    client: PageSource,
+    publisher: Publisher,
+    store: ProgressStore,
+    view: Callable[[ProgressMeter], ProgressView],
+    *,
+    since: datetime,
+    until: datetime,
+    max_window: timedelta = DEFAULT_WINDOW,
+    fresh: bool = False,
+    page_limit: int = 100,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> BackfillResult:
+    """Walk the windows of ``[since, until)`` not yet done; raise what stopped it.
+
+    A window is recorded as done only after the broker acknowledged each of its records.
+    """
+    done = [] if fresh else await store.done_windows(source_name)
+    plan = plan_backfill(
+        since, until, done=[(d.since, d.until) for d in done], max_window=max_window
+    )
+    meter = ProgressMeter(source_name, windows_total=len(plan.windows))
+    show = view(meter)
+    result = BackfillResult(plan=plan, meter=meter)
+    pending: list[Awaitable[None]] = []
+    show.say(_start_line(plan, source_name, fresh=fresh))
+    try:
+        for window in plan.windows:
+            pending = []
+            records = pages = malformed = 0
+            async for page in client.pages(
+                since=window.since, until=window.until, limit=page_limit
+            ):
+                pages += 1
+                records += len(page.records)
+                malformed += len(page.malformed)
+                meter.page(len(page.records), len(page.malformed))
+                pending.append(await publisher.publish(source_name, page))
+                show.on_page()
+            for acknowledged in pending:
+                await acknowledged
+            await store.mark_done(
+                WindowDone(
+                    source_name=source_name,
+                    since=window.since,
+                    until=window.until,
+                    records=records,
+                    pages=pages,
+                    malformed=malformed,
+                    done_at=clock(),
+                    backfill_since=plan.since,
+                    backfill_until=plan.until,
+                )
+            )
+            meter.window_done()
+            show.on_window(window, records, pages)
+    except BaseException as exc:
+        result.error = exc
+        for waiting in pending:  # never awaited now: no "coroutine was never awaited" noise
+            if inspect.iscoroutine(waiting):
+                waiting.close()
+        raise
+    finally:
+        show.close()
+    return result
+
+
+def _start_line(plan: BackfillPlan, source_name: str, *, fresh: bool) -> str:
+    span = f"{rfc3339(plan.since)}..{rfc3339(plan.until)}"
+    head = f"backfill source={source_name} range={span}"
+    if fresh:
+        return f"{head}: {len(plan.windows)} windows (--fresh: saved progress ignored)"
+    if not plan.covered:
+        return f"{head}: {len(plan.windows)} windows"
+    parts = ", ".join(f"{rfc3339(a)}..{rfc3339(b)}" for a, b in plan.covered[:3])
+    more = f" and {len(plan.covered) - 3} more" if len(plan.covered) > 3 else ""
+    if not plan.windows:
+        return f"{head}: already done by an earlier backfill ({parts}{more}); nothing to walk"
+    return (
+        f"{head}: resuming, skipping {_span_text(plan.covered_span)} already done by an"
+        f" earlier run ({parts}{more}); {len(plan.windows)} windows to walk"
+    )
+
+
+def _span_text(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m" if minutes else f"{seconds}s"
+
+
+def summary_line(result: BackfillResult) -> str:
+    meter = result.meter
+    return (
+        f"backfill source={meter.source_name} done: {meter.records} records"
+        f" ({meter.malformed} malformed) in {meter.pages} pages, {meter.windows_done} windows"
+        f" in {meter.elapsed:.1f}s ({meter.rate:.0f} records/s)"
+    )
+
+
+# =========================================================================== Kafka
+
+
+def bootstrap_servers(broker: str | None) -> list[str]:
+    """``host:port`` list from faust's broker URL form (``kafka://h:p,kafka://h2:p``)."""
+    if not broker:
+        return ["127.0.0.1:9092"]
+    servers = []
+    for part in broker.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        host = part.split("://", 1)[-1].rstrip("/")
+        servers.append(host if ":" in host else f"{host}:9092")
+    return servers or ["127.0.0.1:9092"]
+
+
+def broker_problem(bootstrap: Sequence[str], exc: BaseException) -> BrokerUnavailable:
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if "Unable to bootstrap" in reason:
+        reason = "connection failed"
+    return BrokerUnavailable(
+        f"cannot reach the Kafka broker at {','.join(bootstrap)} (KAFKA_BROKER): "
+        f"{type(exc).__name__}: {reason}"
+    )
+
+
+async def read_topic_latest(
+    bootstrap: Sequence[str], topic: str, *, idle_ms: int = 300, give_up_after: float = 30.0
+) -> dict[bytes | None, bytes | None] | None:
+    """The last value per key of every partition of ``topic``, or None when it does not exist.
+
+    Reads to the end offsets, then once more until a fetch comes back empty: some brokers
+    report a stale end offset that leaves out the rest of the newest batch. After
+    ``give_up_after`` seconds what was read so far is returned (older, never wrong).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=list(bootstrap),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        await consumer.start()
+    except (KafkaError, OSError) as exc:
+        await consumer.stop()
+        raise broker_problem(bootstrap, exc) from None
+    try:
+        if topic not in await consumer.topics():
+            return None
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            return None
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        latest: dict[bytes | None, bytes | None] = {}
+        deadline = time.monotonic() + give_up_after
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=idle_ms, max_records=10000)
+            for messages in batch.values():
+                for message in messages:
+                    latest[message.key] = message.value
+            reached = all([await consumer.position(tp) >= end[tp] for tp in partitions])
+            if reached and not any(batch.values()):
+                break
+        return latest
+    except KafkaError as exc:
+        raise broker_problem(bootstrap, exc) from None
+    finally:
+        await consumer.stop()
+
+
+async def ensure_topics(
+    bootstrap: Sequence[str], topics: dict[str, tuple[int, dict[str, str]]]
+) -> None:
+    """Create whichever of ``topics`` (name → (partitions, config)) does not exist yet.
+
+    Topics the stream agents read must exist with their partitions before anything is
+    written to them; a broker that auto-creates would pick its own partition count.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap))
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:
+        await admin.close()
+        raise broker_problem(bootstrap, exc) from None
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=config)
+            for name, (n, config) in topics.items()
+            if name not in existing
+        ]
+        if missing:
+            response: Any = await admin.create_topics(missing)
+            for item in getattr(response, "topic_errors", ()) or ():
+                name, code = item[0], item[1]
+                if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (created meanwhile)
+                    raise BrokerUnavailable(
+                        f"the broker refused to create topic {name!r} (error code {code})"
+                    )
+    except KafkaError as exc:
+        raise broker_problem(bootstrap, exc) from None
+    finally:
+        await admin.close()
+
+
+class RawTopicPublisher:
+    """The poller's encoding on an aiokafka producer: RawEnvelope keyed by record id."""
+
+    def __init__(self, producer: Any, *, raw_topic: str, dlq_topic: str) -> None:
+        self.producer = producer
+        self.raw_topic = raw_topic
+        self.dlq_topic = dlq_topic
+
+    async def publish(self, source_name: str, page: Page) -> Awaitable[None]:
+        now = datetime.now(UTC)
+        futures: list[Awaitable[object]] = []
+        headers = [("source_name", source_name.encode())]
+        try:
+            for record in page.records:
+                value = _encode(
+                    RawEnvelope(source_name=source_name, polled_at=now, record=record.raw)
+                )
+                futures.append(
+                    await self.producer.send(
+                        self.raw_topic, value, key=record.id.encode(), headers=headers
+                    )
+                )
+            for bad in page.malformed:
+                letter = dead_letter(
+                    bytes(bad.raw),
+                    reason=bad.reason,
+                    stage="poll",
+                    source_name=source_name,
+                    at=now,
+                )
+                futures.append(await self.producer.send(self.dlq_topic, _encode(letter)))
+        except Exception as exc:
+            raise PublishError(f"the broker refused a write: {type(exc).__name__}") from None
+        return _all_acknowledged(futures)
+
+
+async def _all_acknowledged(futures: list[Awaitable[object]]) -> None:
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise PublishError(
+            f"the broker did not acknowledge {len(failures)} of {len(results)} records: "
+            f"{type(failures[0]).__name__}"
+        )
+
+
+class KafkaProgressStore:
+    """Done windows as messages on a one-partition compacted topic, keyed by window."""
+
+    def __init__(self, producer: Any, bootstrap: Sequence[str], topic: str) -> None:
+        self.producer = producer
+        self.bootstrap = list(bootstrap)
+        self.topic = topic
+
+    async def done_windows(self, source_name: str) -> list[WindowDone]:
+        latest = await read_topic_latest(self.bootstrap, self.topic) or {}
+        prefix = f"{source_name}|".encode()
+        done = []
+        for key, value in latest.items():
+            if key is None or value is None or not key.startswith(prefix):
+                continue
+            try:
+                item = _decode_done(value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # unreadable progress only means walking that window again
+            if item.source_name == source_name and item.since < item.until:
+                done.append(item)
+        return done
+
+    async def mark_done(self, done: WindowDone) -> None:
+        key = progress_key(done.source_name, Window(done.since, done.until))
+        try:
+            await (await self.producer.send(self.topic, _encode(done), key=key, partition=0))
+        except Exception as exc:
+            raise PublishError(
+                f"the broker did not acknowledge the progress of a window: {type(exc).__name__}"
+            ) from None
