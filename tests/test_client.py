@@ -672,7 +672,8 @@ async def test_oauth_concurrent_callers_share_one_refresh() -> None:
 
 async def test_oauth_401_invalidates_once() -> None:
     clock = FakeClock()
-    endpoint = TokenEndpoint("stale", "fresh")
+    # distinctive values: the traceback also holds file paths, which may contain plain words
+    endpoint = TokenEndpoint("stale-b7Qx2", "fresh-Kp9w4")
     handler = oauth_handler(sequence(httpx.Response(401)), endpoint)
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     client, rec, _ = make_client(
@@ -680,9 +681,13 @@ async def test_oauth_401_invalidates_once() -> None:
     )
     with pytest.raises(AuthenticationFailed) as info:
         await client.get_page(since=SINCE, until=UNTIL)
-    assert [r.headers["Authorization"] for r in rec.requests] == ["Bearer stale", "Bearer fresh"]
+    assert [r.headers["Authorization"] for r in rec.requests] == [
+        "Bearer stale-b7Qx2",
+        "Bearer fresh-Kp9w4",
+    ]
     assert len(endpoint.forms) == 2
-    assert "stale" not in full_text(info.value) and "fresh" not in full_text(info.value)
+    text = full_text(info.value)
+    assert "stale-b7Qx2" not in text and "fresh-Kp9w4" not in text
 
 
 async def test_oauth_401_then_fresh_token_succeeds() -> None:

@@ -669,6 +669,13 @@ def test_example_records_come_from_the_openapi_examples(tmp_path):
     assert [r["id"] for r in fallback] == ["PDRECORD_TEAM_CREATED"]
 
 
+def test_shipped_examples_equal_the_openapi_documents_examples():
+    from streamapp.simulator.data import OPENAPI_PATH
+
+    assert OPENAPI_PATH.exists(), f"the API reference is expected at {OPENAPI_PATH}"
+    assert example_records() == example_records(OPENAPI_PATH)
+
+
 async def test_example_records_are_served(sim, client):
     sim.add_records(example_records())
     params = {"since": "2020-06-01T00:00:00Z", "until": "2020-07-01T00:00:00Z", "limit": 3}

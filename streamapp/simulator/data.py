@@ -516,12 +516,20 @@ _EMBEDDED_EXAMPLE: dict[str, Any] = {
 }
 
 
+#: the OpenAPI examples' records, shipped with the package (the reference document lives
+#: outside the repository); tests check it against the document when it is present
+EXAMPLES_PATH = Path(__file__).with_name("examples.json")
+
+
 def example_records(path: Path | None = None) -> list[dict[str, Any]]:
     """Every record of the OpenAPI document's examples (first occurrence of each id).
 
-    Falls back to an embedded copy of the team-creation example when the file is missing.
+    Without ``path``: the copy shipped with the package. With one: read from that OpenAPI
+    document, falling back to an embedded team-creation example when it is missing.
     """
-    source = OPENAPI_PATH if path is None else path
+    if path is None:
+        return list(json.loads(EXAMPLES_PATH.read_text(encoding="utf-8")))
+    source = path
     try:
         document = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, ValueError):
