@@ -29,6 +29,7 @@ from mode import Service
 
 from streamapp import metrics
 from streamapp.app import app, raw_topic, settings
+from streamapp.kafkaclient import client_options
 from streamapp.offsets import Gap, OffsetTracker
 from streamapp.pipeline import (
     BatchResult,
@@ -127,6 +128,7 @@ async def _read_gap(gap: Gap) -> list[Incoming]:
     """Read ``gap`` of the raw topic directly, with a consumer outside the group."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=_bootstrap(),
+        **client_options(),
         enable_auto_commit=False,
         group_id=None,
     )

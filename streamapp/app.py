@@ -14,6 +14,7 @@ import sys
 
 import faust
 
+from streamapp import kafkaclient
 from streamapp.config import Settings, load_settings
 from streamapp.errors import ConfigError
 from streamapp.logsetup import logging_config
@@ -37,6 +38,7 @@ def _load() -> Settings:
 
 
 settings = _load()
+kafkaclient.configure(settings.kafka_security)
 
 app = faust.App(
     settings.app_id,
@@ -57,6 +59,7 @@ app = faust.App(
     broker_commit_every=1000,
     broker_commit_interval=1.0,
     logging_config=logging_config(settings.log_level, settings.log_json),
+    broker_credentials=kafkaclient.faust_credentials(settings.kafka_security),
 )
 
 raw_topic = app.topic(

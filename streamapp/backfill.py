@@ -45,6 +45,7 @@ from streamapp.collector import PageSource
 from streamapp.deadletter import dead_letter
 from streamapp.durations import parse_duration
 from streamapp.errors import ConfigError, PublishError, StreamappError
+from streamapp.kafkaclient import bootstrap_servers, client_options
 from streamapp.models import RawEnvelope, as_utc, rfc3339
 from streamapp.pagerduty.client import Page
 from streamapp.windows import API_MAX_WINDOW, EDGE, MAX_LOOKBACK, Window, plan_windows
@@ -469,20 +470,6 @@ def summary_line(result: BackfillResult) -> str:
 # =========================================================================== Kafka
 
 
-def bootstrap_servers(broker: str | None) -> list[str]:
-    """``host:port`` list from faust's broker URL form (``kafka://h:p,kafka://h2:p``)."""
-    if not broker:
-        return ["127.0.0.1:9092"]
-    servers = []
-    for part in broker.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        host = part.split("://", 1)[-1].rstrip("/")
-        servers.append(host if ":" in host else f"{host}:9092")
-    return servers or ["127.0.0.1:9092"]
-
-
 def broker_problem(bootstrap: Sequence[str], exc: BaseException) -> BrokerUnavailable:
     reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     if "Unable to bootstrap" in reason:
@@ -507,6 +494,7 @@ async def read_topic_latest(
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=list(bootstrap),
+        **client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -553,7 +541,7 @@ async def ensure_topics(
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap))
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **client_options())
     try:
         await admin.start()
     except (KafkaError, OSError) as exc:

@@ -50,6 +50,7 @@ from streamapp.config import SourceConfig
 from streamapp.durations import format_duration
 from streamapp.enrich import decode_document
 from streamapp.errors import ConfigError, PagerDutyError, PublishError, StreamappError
+from streamapp.kafkaclient import client_options
 from streamapp.models import Checkpoint, rfc3339
 from streamapp.output import OutputDocument
 from streamapp.redact import REDACTOR
@@ -214,7 +215,11 @@ async def backfill(
         },
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        **client_options(),
     )
     try:
         await producer.start()
@@ -433,6 +438,7 @@ async def tail(
     bootstrap = _bootstrap()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        **client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from streamapp.credentials import DEFAULT_TOKEN_URL, ApiKey, OAuthClient
 from streamapp.durations import format_duration, parse_duration
 from streamapp.errors import ConfigError
+from streamapp.kafkaclient import KafkaSecurity, SaslMechanism, SecurityProtocol
 from streamapp.pagerduty.urls import US_API_URL, check_api_url, is_loopback_host
 from streamapp.redact import REDACTOR, Secret
 from streamapp.routing import Router, load_rules
@@ -134,6 +135,8 @@ class Settings:
     router: Router = field(default_factory=lambda: Router())
     #: also render each record as OCSF onto ``topics.ocsf``
     ocsf: bool = False
+    #: how the worker and the CLI's own clients authenticate to Kafka
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
 #: (variable, default as shown to humans, meaning) for every variable load_settings reads
@@ -212,6 +215,30 @@ SETTINGS_TABLE: list[tuple[str, str, str]] = [
         "TOML routing rules sending matching records to extra topics as well",
     ),
     ("STREAMAPP_OCSF", "`false`", "also publish an OCSF rendering of every record"),
+    (
+        "STREAMAPP_KAFKA_SECURITY_PROTOCOL",
+        "`PLAINTEXT`",
+        "`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`",
+    ),
+    (
+        "STREAMAPP_KAFKA_SASL_MECHANISM",
+        "`PLAIN`",
+        "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (SASL protocols)",
+    ),
+    ("STREAMAPP_KAFKA_SASL_USERNAME", "—", "SASL user name"),
+    ("STREAMAPP_KAFKA_SASL_PASSWORD", "—", "SASL password (a secret: never logged)"),
+    (
+        "STREAMAPP_KAFKA_SASL_PASSWORD_FILE",
+        "—",
+        "file holding the SASL password (instead of `STREAMAPP_KAFKA_SASL_PASSWORD`)",
+    ),
+    (
+        "STREAMAPP_KAFKA_SSL_CAFILE",
+        "system CAs",
+        "CA bundle (PEM) to verify the brokers (SSL protocols)",
+    ),
+    ("STREAMAPP_KAFKA_SSL_CERTFILE", "—", "client certificate (PEM) for mutual TLS"),
+    ("STREAMAPP_KAFKA_SSL_KEYFILE", "—", "the client certificate's private key (PEM)"),
     (
         "STREAMAPP_SESSION_TIMEOUT",
         "`10`",
@@ -589,6 +616,8 @@ def load_settings(
     ocsf_value = _env_get(env, "STREAMAPP_OCSF")
     ocsf = _bool(ocsf_value, "STREAMAPP_OCSF") if ocsf_value else False
 
+    kafka_security = _kafka_security(env)
+
     session_timeout = _seconds(env, "STREAMAPP_SESSION_TIMEOUT", 10.0, 1.0, 300.0)
     http_timeout = _seconds(env, "STREAMAPP_HTTP_TIMEOUT", 30.0, 0.1, 600.0)
     http_retry_base = _seconds(env, "STREAMAPP_HTTP_RETRY_BASE", 0.5, 0.0, 60.0)
@@ -652,6 +681,68 @@ def load_settings(
         routes_file=routes_file,
         router=router,
         ocsf=ocsf,
+        kafka_security=kafka_security,
+    )
+
+
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _kafka_security(env: Mapping[str, str]) -> KafkaSecurity:
+    protocol_value = _env_get(env, "STREAMAPP_KAFKA_SECURITY_PROTOCOL")
+    protocol = (protocol_value or "PLAINTEXT").strip().upper()
+    if protocol not in _PROTOCOLS:
+        raise ConfigError(
+            f"STREAMAPP_KAFKA_SECURITY_PROTOCOL: expected one of {', '.join(_PROTOCOLS)}, "
+            f"got {protocol_value!r}"
+        )
+    mechanism_value = _env_get(env, "STREAMAPP_KAFKA_SASL_MECHANISM")
+    mechanism = (mechanism_value or "PLAIN").strip().upper()
+    if mechanism not in _MECHANISMS:
+        raise ConfigError(
+            f"STREAMAPP_KAFKA_SASL_MECHANISM: expected one of {', '.join(_MECHANISMS)}, "
+            f"got {mechanism_value!r}"
+        )
+    password_value = _env_get(env, "STREAMAPP_KAFKA_SASL_PASSWORD")
+    password_file = _env_get(env, "STREAMAPP_KAFKA_SASL_PASSWORD_FILE")
+    if password_value is not None:
+        REDACTOR.add(password_value.strip())
+    if password_value is not None and password_file is not None:
+        raise ConfigError(
+            "STREAMAPP_KAFKA_SASL_PASSWORD_FILE: set either STREAMAPP_KAFKA_SASL_PASSWORD or "
+            "STREAMAPP_KAFKA_SASL_PASSWORD_FILE, not both"
+        )
+    password: Secret | None = None
+    if password_value is not None:
+        password = _secret_text(password_value, "STREAMAPP_KAFKA_SASL_PASSWORD")
+    elif password_file is not None:
+        password = _read_secret_file(password_file, "STREAMAPP_KAFKA_SASL_PASSWORD_FILE")
+    username = _env_get(env, "STREAMAPP_KAFKA_SASL_USERNAME")
+    if username is not None and not username.strip().isprintable():
+        raise ConfigError("STREAMAPP_KAFKA_SASL_USERNAME: contains control characters")
+    if protocol.startswith("SASL_") and (not username or password is None):
+        raise ConfigError(
+            f"STREAMAPP_KAFKA_SASL_USERNAME: {protocol} needs a user name and a password "
+            "(STREAMAPP_KAFKA_SASL_PASSWORD or STREAMAPP_KAFKA_SASL_PASSWORD_FILE)"
+        )
+    files: dict[str, str | None] = {}
+    for name in ("CAFILE", "CERTFILE", "KEYFILE"):
+        variable = f"STREAMAPP_KAFKA_SSL_{name}"
+        value = _env_get(env, variable)
+        if value is not None and not Path(value.strip()).expanduser().is_file():
+            raise ConfigError(f"{variable}: {value.strip()!r} is not a readable file")
+        files[name] = str(Path(value.strip()).expanduser()) if value else None
+    if files["KEYFILE"] and not files["CERTFILE"]:
+        raise ConfigError("STREAMAPP_KAFKA_SSL_KEYFILE: needs STREAMAPP_KAFKA_SSL_CERTFILE too")
+    return KafkaSecurity(
+        protocol=cast(SecurityProtocol, protocol),
+        sasl_mechanism=cast(SaslMechanism, mechanism),
+        sasl_username=username.strip() if username else None,
+        sasl_password=password,
+        ssl_cafile=files["CAFILE"],
+        ssl_certfile=files["CERTFILE"],
+        ssl_keyfile=files["KEYFILE"],
     )
 
 

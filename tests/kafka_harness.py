@@ -25,7 +25,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streamapp.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
-KAFKA_IMAGE = "apache/kafka:3.9.1"
+#: testcontainers' KafkaContainer drives Confluent's packaging of Apache Kafka (KRaft needs
+#: 7.0+); 7.7.1 ships Apache Kafka 3.7.1
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.7.1"
 
 
 def docker_answers() -> bool:
@@ -75,7 +77,10 @@ def shared_broker() -> Iterator[str | None]:
         yield os.environ["KAFKA_BROKER"]
         return
     if docker_answers():
-        from testcontainers.kafka import KafkaContainer
+        try:
+            from testcontainers.community.kafka import KafkaContainer
+        except ImportError:  # older testcontainers
+            from testcontainers.kafka import KafkaContainer  # type: ignore[no-redef]
 
         with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
             yield "kafka://" + container.get_bootstrap_server()
