@@ -19,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+import weakref
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.streams import _current_event
 from faust.types import TP
 from mode import Service
 
@@ -48,6 +52,26 @@ BATCH_WITHIN = 0.25
 SEND_BACKOFF = (0.5, 10.0)
 
 
+class _PartitionStandIn:
+    """Just enough of an event for faust's stores, which read the partition of a write from
+    the current event (the RocksDB store asserts there is one)."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+@contextmanager
+def _writing_to(partition: int) -> Iterator[None]:
+    stand_in = _PartitionStandIn(partition)
+    token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 class PinnedPartitionTable(faust.Table):
     """A table whose writes name their partition instead of deriving it from the current
     event: a batch from ``take_events`` mixes partitions, and the sweeper has no event."""
@@ -62,14 +86,16 @@ class PinnedPartitionTable(faust.Table):
     def set_in(self, partition: int, key: bytes, value: bytes) -> None:
         self._pinned = partition
         try:
-            self[key] = value
+            with _writing_to(partition):
+                self[key] = value
         finally:
             self._pinned = None
 
     def delete_in(self, partition: int, key: bytes) -> None:
         self._pinned = partition
         try:
-            del self[key]
+            with _writing_to(partition):
+                del self[key]
         finally:
             self._pinned = None
 
@@ -103,8 +129,10 @@ processor = Processor(
 tracker = OffsetTracker()
 
 
-def _is_seen(key: bytes) -> bool:
-    return seen.get(key) is not None
+def _is_seen(key: bytes, partition: int) -> bool:
+    # stores that keep a database per partition look in the current event's partition
+    with _writing_to(partition):
+        return seen.get(key) is not None
 
 
 @app.on_partitions_assigned.connect  # type: ignore[arg-type]

@@ -604,7 +604,7 @@ def load_settings(
         _duration(
             retention_value.strip(),
             what="STREAMAPP_DEDUPE_RETENTION",
-            minimum=timedelta(hours=1),
+            minimum=timedelta(seconds=10),
             maximum=timedelta(days=400),
         )
         if retention_value

@@ -69,7 +69,7 @@ class Processor:
     ocsf_topic: str | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
-    def process(self, batch: Sequence[Incoming], seen: Callable[[bytes], bool]) -> BatchResult:
+    def process(self, batch: Sequence[Incoming], seen: Callable[[bytes, int], bool]) -> BatchResult:
         result = BatchResult()
         now = self.clock()
         in_batch: set[bytes] = set()
@@ -80,7 +80,7 @@ class Processor:
     def _one(
         self,
         message: Incoming,
-        seen: Callable[[bytes], bool],
+        seen: Callable[[bytes, int], bool],
         in_batch: set[bytes],
         now: datetime,
         result: BatchResult,
@@ -91,7 +91,9 @@ class Processor:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._dead(message, f"not a raw-topic envelope: {exc}", None, now, result)
             return
-        if message.key is not None and (message.key in in_batch or seen(message.key)):
+        if message.key is not None and (
+            message.key in in_batch or seen(message.key, message.partition)
+        ):
             # the raw topic is keyed by record id: a repeat needs no enrichment
             _bump(result.duplicates, envelope.source_name)
             return
@@ -121,7 +123,9 @@ class Processor:
             )
             return
         record_id = doc.id.encode()
-        if record_id != message.key and (record_id in in_batch or seen(record_id)):
+        if record_id != message.key and (
+            record_id in in_batch or seen(record_id, message.partition)
+        ):
             _bump(result.duplicates, doc.source_name)
             return
         in_batch.add(record_id)

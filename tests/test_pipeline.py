@@ -38,7 +38,7 @@ def processor(**kwargs) -> Processor:
     )
 
 
-def nothing_seen(key: bytes) -> bool:
+def nothing_seen(key: bytes, partition: int) -> bool:
     return False
 
 
@@ -66,7 +66,9 @@ def test_the_same_id_in_one_batch_is_emitted_once():
 
 
 def test_an_id_already_seen_is_not_emitted_again():
-    result = processor().process([incoming(TEAM)], lambda key: key == b"PDRECORDID1_TEAM_CREATED")
+    result = processor().process(
+        [incoming(TEAM)], lambda key, partition: key == b"PDRECORDID1_TEAM_CREATED"
+    )
     assert result.messages == [] and result.fresh == []
 
 

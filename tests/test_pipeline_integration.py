@@ -203,3 +203,72 @@ async def test_numbered_backlog_survives_restart_rebalance_and_sigkill(
         f"\nbacklog {total}: lost={lost} duplicates={duplicates} skipped-range repairs={gap_lines}"
     )
     assert lost == 0
+
+
+async def test_rocksdb_store_routes_ocsf_and_expiry_keep_only_recent_ids(
+    kafka: Kafka, tmp_path: Path
+):
+    """The production options together: RocksDB state, routing rules, the OCSF topic, and a
+    short dedupe retention after which the table holds only recent ids."""
+    routes = tmp_path / "routes.toml"
+    routes.write_text(
+        f'[[routes]]\ntopic = "{kafka.topic("pagerduty_audit_logs")}.user_access"\n'
+        'category = ["user_access"]\n'
+    )
+    env = pipeline_env(
+        kafka,
+        STREAMAPP_STORE="rocksdb://",
+        STREAMAPP_DATA_DIR=str(tmp_path / "state"),
+        STREAMAPP_DEDUPE_RETENTION="10s",
+        STREAMAPP_ROUTES_FILE=str(routes),
+        STREAMAPP_OCSF="true",
+        STREAMAPP_TOPIC_OCSF=kafka.topic("pagerduty_audit_logs.ocsf"),
+    )
+    await prepare_raw_topic(kafka)
+    inputs = [p.read_bytes().strip() for p in sorted((GOLDEN / "inputs").glob("*.json"))]
+    old = [(json.loads(r)["id"].encode(), envelope(r)) for r in inputs]
+    template = json.loads(inputs[0])
+    recent = []
+    for n in range(5):
+        record = json.dumps(dict(template, id=f"recent-{n}")).encode()
+        recent.append((f"recent-{n}".encode(), envelope(record)))
+    changelog = f"{kafka.app_id}-seen-changelog"
+    await produce(kafka, old)
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        out = await read_topic(
+            kafka.bootstrap, kafka.topic("pagerduty_audit_logs"), until_count=len(old), timeout=90
+        )
+        ocsf = await read_topic(
+            kafka.bootstrap,
+            kafka.topic("pagerduty_audit_logs.ocsf"),
+            until_count=len(old),
+            timeout=30,
+        )
+        routed = await read_topic(
+            kafka.bootstrap, kafka.topic("pagerduty_audit_logs") + ".user_access", timeout=10
+        )
+        await worker.await_log("dedupe: forgot", timeout=60)
+        await produce(kafka, recent)
+        await read_topic(
+            kafka.bootstrap,
+            kafka.topic("pagerduty_audit_logs"),
+            until_count=len(old) + len(recent),
+            timeout=30,
+        )
+        await asyncio.sleep(2)
+        entries = await read_topic(kafka.bootstrap, changelog, timeout=30, idle=2)
+    finally:
+        worker.stop()
+    assert len(out) == len(old)
+    assert {json.loads(m.value)["metadata"]["uid"] for m in ocsf} == {k.decode() for k, _ in old}
+    user_access = [
+        json.loads(m.value) for m in out if dict(m.headers)["category"] == b"user_access"
+    ]
+    assert routed and len(routed) == len(user_access)
+    latest: dict[bytes, bytes | None] = {}
+    for entry in entries:
+        latest[entry.key] = entry.value
+    held = {key for key, value in latest.items() if value is not None}
+    assert held == {key for key, _ in recent}, "after expiry only the recent ids remain"
+    assert "rocksdb" in worker.log().lower()
