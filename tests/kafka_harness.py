@@ -112,7 +112,11 @@ class Worker:
                 "worker",
                 "-l",
                 "info",
-                "--without-web",
+                *(
+                    ["--web-port", self.env["STREAMAPP_WEB_PORT"]]
+                    if "STREAMAPP_WEB_PORT" in self.env
+                    else ["--without-web"]
+                ),
             ],
             cwd=REPO,
             env=self.env,
