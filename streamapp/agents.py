@@ -19,20 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Iterator, Sequence
-from contextlib import contextmanager
-from types import SimpleNamespace
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.streams import _current_event
 from faust.types import TP
 from mode import Service
 
 from streamapp import metrics
-from streamapp.app import app, raw_topic, settings
+from streamapp.app import app, raw_topic, settings, writing_to
 from streamapp.kafkaclient import client_options
 from streamapp.offsets import Gap, OffsetTracker
 from streamapp.pipeline import (
@@ -52,26 +48,6 @@ BATCH_WITHIN = 0.25
 SEND_BACKOFF = (0.5, 10.0)
 
 
-class _PartitionStandIn:
-    """Just enough of an event for faust's stores, which read the partition of a write from
-    the current event (the RocksDB store asserts there is one)."""
-
-    __slots__ = ("__weakref__", "message")
-
-    def __init__(self, partition: int) -> None:
-        self.message = SimpleNamespace(partition=partition)
-
-
-@contextmanager
-def _writing_to(partition: int) -> Iterator[None]:
-    stand_in = _PartitionStandIn(partition)
-    token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
 class PinnedPartitionTable(faust.Table):
     """A table whose writes name their partition instead of deriving it from the current
     event: a batch from ``take_events`` mixes partitions, and the sweeper has no event."""
@@ -86,7 +62,7 @@ class PinnedPartitionTable(faust.Table):
     def set_in(self, partition: int, key: bytes, value: bytes) -> None:
         self._pinned = partition
         try:
-            with _writing_to(partition):
+            with writing_to(partition):
                 self[key] = value
         finally:
             self._pinned = None
@@ -94,7 +70,7 @@ class PinnedPartitionTable(faust.Table):
     def delete_in(self, partition: int, key: bytes) -> None:
         self._pinned = partition
         try:
-            with _writing_to(partition):
+            with writing_to(partition):
                 del self[key]
         finally:
             self._pinned = None
@@ -131,7 +107,7 @@ tracker = OffsetTracker()
 
 def _is_seen(key: bytes, partition: int) -> bool:
     # stores that keep a database per partition look in the current event's partition
-    with _writing_to(partition):
+    with writing_to(partition):
         return seen.get(key) is not None
 
 

@@ -11,8 +11,14 @@ connection is made until the worker starts. A bad setting stops start-up with on
 from __future__ import annotations
 
 import sys
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
 
 import faust
+from faust.streams import _current_event
 
 from streamapp import kafkaclient
 from streamapp.config import Settings, load_settings
@@ -84,8 +90,29 @@ dlq_topic = app.topic(
 )
 
 
+class _PartitionStandIn:
+    """Just enough of an event for faust's stores, which read the partition of a write from
+    the current event (the RocksDB store asserts there is one)."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+@contextmanager
+def writing_to(partition: int) -> Iterator[None]:
+    """Make table writes and reads outside a stream event go to ``partition``."""
+    stand_in = _PartitionStandIn(partition)
+    token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 class OnePartitionGlobalTable(faust.GlobalTable):
-    """A global table written outside any stream (by the poller).
+    """A global table written outside any stream (by the poller and the watchdog).
 
     faust takes a table write's partition from the current event, which a timer or service
     does not have; ``use_partitioner`` instead asks the producer, which fails until the
@@ -94,6 +121,14 @@ class OnePartitionGlobalTable(faust.GlobalTable):
 
     def partition_for_key(self, key: object) -> int | None:
         return 0
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with writing_to(0):
+            super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        with writing_to(0):
+            super().__delitem__(key)
 
 
 def global_table(name: str) -> OnePartitionGlobalTable:
@@ -112,6 +147,18 @@ def global_table(name: str) -> OnePartitionGlobalTable:
     )
     app.tables.add(table)
     return table
+
+
+async def durable_put(table: OnePartitionGlobalTable, key: bytes, value: bytes) -> None:
+    """Write a global table entry and return once the broker acknowledged it.
+
+    A plain ``table[key] = value`` only queues the changelog write in faust's producer
+    buffer; a worker killed a moment later would lose a checkpoint it already logged.
+    """
+    fut = await app.producer.send(table.changelog_topic.get_topic_name(), key, value, 0, None, None)
+    await fut
+    with writing_to(0):
+        table.data[key] = value  # the local copy; the changelog already holds it
 
 
 #: source name → msgspec-encoded models.Checkpoint, written by the leader's poller

@@ -44,21 +44,18 @@ import msgspec
 from streamapp.collector import PageSource
 from streamapp.deadletter import dead_letter
 from streamapp.durations import parse_duration
-from streamapp.errors import ConfigError, PublishError, StreamappError
-from streamapp.kafkaclient import bootstrap_servers, client_options
+from streamapp.errors import ConfigError, PublishError
+from streamapp.kafkaclient import read_topic_latest
 from streamapp.models import RawEnvelope, as_utc, rfc3339
 from streamapp.pagerduty.client import Page
 from streamapp.windows import API_MAX_WINDOW, EDGE, MAX_LOOKBACK, Window, plan_windows
 
 __all__ = [
-    "BrokerUnavailable",
     "KafkaProgressStore",
     "ProgressMeter",
     "RawTopicPublisher",
     "WindowDone",
-    "bootstrap_servers",
     "plan_backfill",
-    "read_topic_latest",
     "resolve_range",
     "run_backfill",
 ]
@@ -66,10 +63,6 @@ __all__ = [
 DEFAULT_WINDOW = timedelta(days=1)
 _encode = msgspec.json.Encoder().encode
 _RELATIVE_RE = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhd]\s*$")
-
-
-class BrokerUnavailable(StreamappError):
-    """The Kafka broker could not be reached or refused a metadata/admin request."""
 
 
 # =========================================================================== pure: range
@@ -468,104 +461,6 @@ def summary_line(result: BackfillResult) -> str:
 
 
 # =========================================================================== Kafka
-
-
-def broker_problem(bootstrap: Sequence[str], exc: BaseException) -> BrokerUnavailable:
-    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    if "Unable to bootstrap" in reason:
-        reason = "connection failed"
-    return BrokerUnavailable(
-        f"cannot reach the Kafka broker at {','.join(bootstrap)} (KAFKA_BROKER): "
-        f"{type(exc).__name__}: {reason}"
-    )
-
-
-async def read_topic_latest(
-    bootstrap: Sequence[str], topic: str, *, idle_ms: int = 300, give_up_after: float = 30.0
-) -> dict[bytes | None, bytes | None] | None:
-    """The last value per key of every partition of ``topic``, or None when it does not exist.
-
-    Reads to the end offsets, then once more until a fetch comes back empty: some brokers
-    report a stale end offset that leaves out the rest of the newest batch. After
-    ``give_up_after`` seconds what was read so far is returned (older, never wrong).
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.errors import KafkaError
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=list(bootstrap),
-        **client_options(),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    try:
-        await consumer.start()
-    except (KafkaError, OSError) as exc:
-        await consumer.stop()
-        raise broker_problem(bootstrap, exc) from None
-    try:
-        if topic not in await consumer.topics():
-            return None
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            return None
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        latest: dict[bytes | None, bytes | None] = {}
-        deadline = time.monotonic() + give_up_after
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=idle_ms, max_records=10000)
-            for messages in batch.values():
-                for message in messages:
-                    latest[message.key] = message.value
-            reached = all([await consumer.position(tp) >= end[tp] for tp in partitions])
-            if reached and not any(batch.values()):
-                break
-        return latest
-    except KafkaError as exc:
-        raise broker_problem(bootstrap, exc) from None
-    finally:
-        await consumer.stop()
-
-
-async def ensure_topics(
-    bootstrap: Sequence[str], topics: dict[str, tuple[int, dict[str, str]]]
-) -> None:
-    """Create whichever of ``topics`` (name → (partitions, config)) does not exist yet.
-
-    Topics the stream agents read must exist with their partitions before anything is
-    written to them; a broker that auto-creates would pick its own partition count.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **client_options())
-    try:
-        await admin.start()
-    except (KafkaError, OSError) as exc:
-        await admin.close()
-        raise broker_problem(bootstrap, exc) from None
-    try:
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=config)
-            for name, (n, config) in topics.items()
-            if name not in existing
-        ]
-        if missing:
-            response: Any = await admin.create_topics(missing)
-            for item in getattr(response, "topic_errors", ()) or ():
-                name, code = item[0], item[1]
-                if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (created meanwhile)
-                    raise BrokerUnavailable(
-                        f"the broker refused to create topic {name!r} (error code {code})"
-                    )
-    except KafkaError as exc:
-        raise broker_problem(bootstrap, exc) from None
-    finally:
-        await admin.close()
 
 
 class RawTopicPublisher:

@@ -39,7 +39,9 @@ class Publisher(Protocol):
 
 class CheckpointStore(Protocol):
     def get(self, source_name: str) -> Checkpoint | None: ...
-    def put(self, source_name: str, checkpoint: Checkpoint) -> None: ...
+    async def put(self, source_name: str, checkpoint: Checkpoint) -> None:
+        """Store durably: returns once the broker acknowledged the checkpoint."""
+        ...
 
 
 class PollInterrupted(StreamappError):
@@ -139,7 +141,7 @@ async def poll_once(
                 records=(previous.records if previous else 0) + window_records,
                 last_record_at=last_seen,
             )
-            checkpoints.put(source_name, updated)
+            await checkpoints.put(source_name, updated)
             report.records += window_records
             if newest is not None and (
                 report.newest_record_at is None or newest > report.newest_record_at

@@ -32,15 +32,10 @@ from faust.cli import AppCommand, option
 
 from streamapp.app import app, settings
 from streamapp.backfill import (
-    BrokerUnavailable,
     KafkaProgressStore,
     ProgressMeter,
     ProgressView,
     RawTopicPublisher,
-    bootstrap_servers,
-    broker_problem,
-    ensure_topics,
-    read_topic_latest,
     resolve_range,
     run_backfill,
     summary_line,
@@ -50,7 +45,14 @@ from streamapp.config import SourceConfig
 from streamapp.durations import format_duration
 from streamapp.enrich import decode_document
 from streamapp.errors import ConfigError, PagerDutyError, PublishError, StreamappError
-from streamapp.kafkaclient import client_options
+from streamapp.kafkaclient import (
+    BrokerUnavailable,
+    bootstrap_servers,
+    broker_problem,
+    client_options,
+    ensure_topics,
+    read_topic_latest,
+)
 from streamapp.models import Checkpoint, rfc3339
 from streamapp.output import OutputDocument
 from streamapp.redact import REDACTOR

@@ -21,11 +21,12 @@ import msgspec
 from mode import Service
 
 from streamapp import metrics, watchdog
-from streamapp.app import app, checkpoints, dlq_topic, raw_topic, settings
+from streamapp.app import app, checkpoints, dlq_topic, durable_put, raw_topic, settings
 from streamapp.collector import PollInterrupted, poll_once
 from streamapp.config import SourceConfig
 from streamapp.deadletter import dead_letter
 from streamapp.errors import PagerDutyError, PublishError
+from streamapp.kafkaclient import bootstrap_servers, read_topic_latest
 from streamapp.models import Checkpoint, RawEnvelope
 from streamapp.pagerduty.auth import make_auth
 from streamapp.pagerduty.client import Page, PagerDutyClient
@@ -55,8 +56,39 @@ class TableCheckpoints:
             log.error("checkpoint of source %r is unreadable; starting it afresh", source_name)
             return None
 
-    def put(self, source_name: str, checkpoint: Checkpoint) -> None:
-        checkpoints[source_name.encode()] = _encode(checkpoint)
+    async def put(self, source_name: str, checkpoint: Checkpoint) -> None:
+        await durable_put(checkpoints, source_name.encode(), _encode(checkpoint))
+
+
+async def catch_up_checkpoints() -> None:
+    """Read the checkpoints' changelog to its real end before leading.
+
+    Table recovery stops at the end offset the broker reports, and some brokers (Tansu)
+    report one short of the newest batch: a worker taking over would then resume from an
+    older checkpoint. Harmless (the repeats are deduplicated) but avoidable: a direct read
+    to the last record finds the newest checkpoint, which the table then takes.
+    """
+    topic = checkpoints.changelog_topic.get_topic_name()
+    try:
+        latest = await read_topic_latest(
+            bootstrap_servers(settings.broker), topic, give_up_after=10.0
+        )
+    except Exception as exc:  # stale only means repeated work: poll anyway
+        log.warning("could not read %s to its end (%s); polling from the table", topic, exc)
+        return
+    store = TableCheckpoints()
+    for key, value in (latest or {}).items():
+        if key is None or value is None:
+            continue
+        try:
+            found = _decode_checkpoint(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        name = key.decode(errors="replace")
+        held = store.get(name)
+        if held is None or found.until > held.until:
+            await store.put(name, found)
+            log.info("checkpoint source=%s caught up from the changelog: %s", name, found.until)
 
 
 class KafkaPublisher:
@@ -201,6 +233,8 @@ class Poller(Service):
     def __post_init__(self) -> None:
         self.runners: dict[str, SourceRunner] = {}
         self.http: httpx.AsyncClient | None = None
+        #: whether this worker, since it became the leader, read the checkpoints' changelog
+        self.caught_up = False
 
     async def on_start(self) -> None:
         if not settings.sources:
@@ -237,12 +271,16 @@ class Poller(Service):
 
     async def tick(self) -> None:
         if not app.is_leader():
+            self.caught_up = False
             if any(r.running for r in self.runners.values()):
                 log.info("this worker is no longer the leader: stopping its polls")
                 await self._cancel_all()
             return
         if app.rebalancing or app.in_recovery:
             return
+        if not self.caught_up:
+            await catch_up_checkpoints()
+            self.caught_up = True
         now = time.monotonic()
         for runner in self.runners.values():
             if not runner.running and now >= runner.next_due:

@@ -22,7 +22,7 @@ import httpx
 from mode import Service
 
 from streamapp import metrics
-from streamapp.app import app, health, notifications_topic, settings
+from streamapp.app import app, durable_put, health, notifications_topic, settings
 from streamapp.channels import Deliverer
 from streamapp.config import SourceConfig
 from streamapp.health import (
@@ -73,7 +73,7 @@ async def _commit(state: SourceHealth, notes: list[Notification]) -> None:
             [("kind", note.kind.encode()), ("source_name", note.source_name.encode())],
         )
         await fut
-    health[state.source_name.encode()] = encode_state(state)
+    await durable_put(health, state.source_name.encode(), encode_state(state))
 
 
 async def poll_succeeded(source: SourceConfig, newest_record_at: datetime | None) -> None:

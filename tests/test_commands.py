@@ -24,7 +24,6 @@ from aiokafka import AIOKafkaProducer
 from streamapp.backfill import (
     ProgressMeter,
     ProgressView,
-    bootstrap_servers,
     merge,
     plan_backfill,
     resolve_range,
@@ -32,6 +31,7 @@ from streamapp.backfill import (
 )
 from streamapp.enrich import encode_document, enrich
 from streamapp.errors import ConfigError
+from streamapp.kafkaclient import bootstrap_servers
 from streamapp.models import Checkpoint, RawEnvelope
 from streamapp.simulator import FaultRule, SimulatorThread, generate_records
 from streamapp.windows import EDGE, Window
