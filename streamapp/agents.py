@@ -28,7 +28,7 @@ from faust.types import TP
 from mode import Service
 
 from streamapp import metrics
-from streamapp.app import app, raw_topic, settings, writing_to
+from streamapp.app import app, ensure_output_topics, raw_topic, settings, writing_to
 from streamapp.kafkaclient import client_options
 from streamapp.offsets import Gap, OffsetTracker
 from streamapp.pipeline import (
@@ -46,6 +46,8 @@ BATCH_SIZE = 2000
 BATCH_WITHIN = 0.25
 #: first and largest pause between attempts to get a batch acknowledged
 SEND_BACKOFF = (0.5, 10.0)
+#: how long a batch's acknowledgements may take before the batch is sent again
+ACK_TIMEOUT = 120.0
 
 
 class PinnedPartitionTable(faust.Table):
@@ -86,15 +88,6 @@ seen = PinnedPartitionTable(
 )
 app.tables.add(seen)
 
-output_topics = [
-    app.topic(name, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-    for name in [
-        settings.topics.output,
-        *([settings.topics.ocsf] if settings.ocsf else []),
-        *settings.router.extra_topics,
-    ]
-]
-
 processor = Processor(
     raw_topic=settings.topics.raw,
     output_topic=settings.topics.output,
@@ -128,33 +121,70 @@ async def _expect_from_committed(partition: int) -> None:
         tracker.expect(partition, committed)
 
 
-async def _read_gap(gap: Gap) -> list[Incoming]:
-    """Read ``gap`` of the raw topic directly, with a consumer outside the group."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=_bootstrap(),
-        **client_options(),
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(settings.topics.raw, gap.partition)
+class SideReader:
+    """A consumer outside the group that reads chosen offsets of the raw topic directly."""
+
+    def __init__(self) -> None:
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=_bootstrap(),
+                **client_options(),
+                enable_auto_commit=False,
+                group_id=None,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def read(self, partition: int, start: int, end: int | None) -> list[Incoming]:
+        """Offsets ``start`` up to ``end`` (exclusive), or to the partition's end if None."""
+        consumer = await self._started()
+        tp = TopicPartition(settings.topics.raw, partition)
         consumer.assign([tp])
-        consumer.seek(tp, gap.start)
+        consumer.seek(tp, start)
         found: list[Incoming] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-            for record in batch.get(tp, []):
-                if record.offset >= gap.end:
+            batch = await consumer.getmany(tp, timeout_ms=300, max_records=5000)
+            records = batch.get(tp, [])
+            if not records and end is None:
+                return found  # nothing more on the partition
+            for record in records:
+                if end is not None and record.offset >= end:
                     return found
-                found.append(Incoming(record.key, record.value, gap.partition, record.offset))
-            if found and found[-1].offset >= gap.end - 1:
+                found.append(Incoming(record.key, record.value, partition, record.offset))
+            if end is not None and found and found[-1].offset >= end - 1:
                 return found
-        log.error("gap %s: read %d of %d records before timing out", gap, len(found), gap.size)
+            if end is None and len(found) >= 5000:
+                return found
+        log.error(
+            "raw partition %d: read %d records from %d before timing out",
+            partition,
+            len(found),
+            start,
+        )
         return found
-    finally:
-        await consumer.stop()
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+side_reader = SideReader()
+#: one batch at a time, whether from the stream or from a direct read
+_processing = asyncio.Lock()
+#: raw partition → monotonic time the stream last delivered something on it
+_last_delivery: dict[int, float] = {}
+#: a partition the stream has left alone this long is checked for records it skipped
+QUIET = 3.0
+#: ... and read even when the broker says nothing is left, this often
+RECHECK = 30.0
+#: raw partition → monotonic time of its last direct read
+_last_probe: dict[int, float] = {}
 
 
 def _bootstrap() -> list[str]:
@@ -191,11 +221,13 @@ async def _send_all(messages: Sequence[Outgoing]) -> None:
     while True:
         producer = app.producer
         try:
+            await ensure_output_topics()
             futures: list[Awaitable[Any]] = [
                 await producer.send(m.topic, m.key, m.value, None, None, m.headers)
                 for m in messages
             ]
-            await asyncio.gather(*futures)
+            # bounded: a write that can never complete is retried instead of hanging
+            await asyncio.wait_for(asyncio.gather(*futures), ACK_TIMEOUT)
             return
         except Exception as exc:
             log.warning(
@@ -219,6 +251,15 @@ def _count(result: BatchResult) -> None:
 
 
 async def process_batch(batch: list[Incoming]) -> BatchResult:
+    async with _processing:
+        now = time.monotonic()
+        for item in batch:
+            _last_delivery[item.partition] = now
+        return await _process(batch)
+
+
+async def _process(batch: list[Incoming], *, read_directly: bool = False) -> BatchResult:
+    """Process a batch (the stream's, or records read directly when ``read_directly``)."""
     gaps: list[Gap] = []
     for item in batch:
         if tracker.expected(item.partition) is None:
@@ -234,7 +275,9 @@ async def process_batch(batch: list[Incoming]) -> BatchResult:
             gap.start,
             gap.end - 1,
         )
-        recovered.extend(await _read_gap(gap))
+        recovered.extend(await side_reader.read(gap.partition, gap.start, gap.end))
+    if read_directly:
+        recovered, batch = recovered + batch, []
     if recovered:
         metrics.GAP_RECORDS.inc(len(recovered))
     result = processor.process(recovered + batch, _is_seen)
@@ -256,13 +299,71 @@ async def pipeline(stream: faust.StreamT) -> None:
         await process_batch(batch)
 
 
+async def probe_quiet_partitions() -> int:
+    """Read, directly, what the stream has not delivered on partitions it left quiet.
+
+    A gap between two delivered offsets is caught in ``_process``; records skipped at the
+    end of a partition have no later offset to reveal them. A partition is read when the
+    stream has been quiet on it for ``QUIET`` seconds and either the broker reports more
+    than was processed or it was not read for ``RECHECK`` seconds (some brokers report a
+    stale high watermark). Repeats of what the stream delivers later are dropped by dedupe.
+    """
+    if app.rebalancing or app.in_recovery:
+        return 0
+    found = 0
+    now = time.monotonic()
+    for tp in list(app.consumer.assignment()):
+        partition = tp.partition
+        if tp.topic != settings.topics.raw or now - _last_delivery.get(partition, 0.0) < QUIET:
+            continue
+        if tracker.expected(partition) is None:
+            await _expect_from_committed(partition)
+        start = tracker.expected(partition)
+        if start is None:
+            continue
+        highwater = app.consumer.highwater(tp)
+        behind = highwater is None or highwater > start
+        if not behind and now - _last_probe.get(partition, 0.0) < RECHECK:
+            continue
+        _last_probe[partition] = now
+        records = await side_reader.read(partition, start, None)
+        async with _processing:
+            expected = tracker.expected(partition) or start
+            records = [r for r in records if r.offset >= expected]  # not delivered meanwhile
+            if not records:
+                continue
+            log.warning(
+                "raw partition %d: the stream has not delivered offsets %d..%d; "
+                "reading them directly",
+                partition,
+                records[0].offset,
+                records[-1].offset,
+            )
+            await _process(records, read_directly=True)
+            found += len(records)
+    return found
+
+
+@app.service
+class QuietPartitionProbe(Service):
+    """Every few seconds, checks partitions the stream left quiet (see above)."""
+
+    async def on_stop(self) -> None:
+        await side_reader.close()
+
+    @Service.task
+    async def _probe_loop(self) -> None:
+        while not self.should_stop:
+            await self.sleep(QUIET)
+            try:
+                await probe_quiet_partitions()
+            except Exception as exc:  # the next round tries again
+                log.warning("quiet-partition probe failed: %s: %s", type(exc).__name__, exc)
+
+
 @app.service
 class SeenSweeper(Service):
     """Forgets ids older than the dedupe retention, so state does not grow for ever."""
-
-    async def on_start(self) -> None:
-        for topic in output_topics:
-            await topic.maybe_declare()
 
     @Service.task
     async def _sweep_loop(self) -> None:

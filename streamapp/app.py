@@ -149,6 +149,32 @@ def global_table(name: str) -> OnePartitionGlobalTable:
     return table
 
 
+_topics_created = False
+
+
+async def ensure_output_topics() -> None:
+    """Create every topic the app writes to before the first write (once per process).
+
+    faust creates the topics its agents read and its changelogs, not the ones we only
+    write to; a write to a missing topic can wait for metadata for a very long time, and
+    a broker that auto-creates would pick its own partition count.
+    """
+    global _topics_created
+    if _topics_created:
+        return
+    names = [
+        settings.topics.output,
+        settings.topics.dlq,
+        *([settings.topics.ocsf] if settings.ocsf else []),
+        *settings.router.extra_topics,
+    ]
+    await kafkaclient.ensure_topics(
+        kafkaclient.bootstrap_servers(settings.broker),
+        {name: (settings.partitions, {}) for name in names},
+    )
+    _topics_created = True
+
+
 async def durable_put(table: OnePartitionGlobalTable, key: bytes, value: bytes) -> None:
     """Write a global table entry and return once the broker acknowledged it.
 

@@ -21,7 +21,15 @@ import msgspec
 from mode import Service
 
 from streamapp import metrics, watchdog
-from streamapp.app import app, checkpoints, dlq_topic, durable_put, raw_topic, settings
+from streamapp.app import (
+    app,
+    checkpoints,
+    dlq_topic,
+    durable_put,
+    ensure_output_topics,
+    raw_topic,
+    settings,
+)
 from streamapp.collector import PollInterrupted, poll_once
 from streamapp.config import SourceConfig
 from streamapp.deadletter import dead_letter
@@ -95,6 +103,7 @@ class KafkaPublisher:
     """Publisher sending each record to the raw topic, keyed by id, via faust's producer."""
 
     async def publish(self, source_name: str, page: Page) -> Awaitable[None]:
+        await ensure_output_topics()
         producer = app.producer
         now = datetime.now(UTC)
         futures: list[Awaitable[object]] = []
