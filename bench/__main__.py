@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import tempfile
@@ -22,6 +23,9 @@ from bench.common import Context, Result, print_table, stop_all
 
 #: run order: cheap and informative first; memory (the longest) last
 BENCHMARKS = ("pipeline", "backfill", "freshness", "idle", "memory")
+#: the whole run must stay under 15 min (quick: 2 min); the memory run uses what is left
+FULL_BUDGET_S = 14 * 60
+QUICK_BUDGET_S = 110
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,6 +33,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {BENCHMARKS}")
+    parser.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="override a size: pipeline, backfill (records), freshness "
+        "(samples), idle (polls), memory (ids)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
@@ -36,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
     args.names = [n for n in BENCHMARKS if n in names]
+    args.sizes = {}
+    for item in args.size:
+        name, _, value = item.partition("=")
+        if name not in BENCHMARKS or not value.isdigit() or int(value) < 1:
+            parser.error(f"--size expects NAME=N with NAME in {', '.join(BENCHMARKS)}")
+        args.sizes[name] = int(value)
     return args
 
 
@@ -67,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     atexit.register(stop_all)
     started = time.monotonic()
-    scratch = tempfile.TemporaryDirectory(prefix="streamapp-bench-")
-    ctx = Context(quick=args.quick, workdir=Path(scratch.name))
+    scratch = tempfile.mkdtemp(prefix="streamapp-bench-")
+    ctx = Context(
+        quick=args.quick,
+        workdir=Path(scratch),
+        sizes=args.sizes,
+        deadline=started + (QUICK_BUDGET_S if args.quick else FULL_BUDGET_S),
+    )
     try:
         results, errors = asyncio.run(run_all(args.names, ctx))
     except KeyboardInterrupt:
@@ -77,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_all()
         if args.keep:
-            print(f"scratch kept in {scratch.name}", file=sys.stderr)
+            print(f"scratch kept in {scratch}", file=sys.stderr)
         else:
-            scratch.cleanup()
+            shutil.rmtree(scratch, ignore_errors=True)
     wall = time.monotonic() - started
     print_table(results)
     print(f"wall time {wall:.0f}s ({'quick' if args.quick else 'full'})")
@@ -90,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             "created": datetime.now(UTC).isoformat(),
             "quick": args.quick,
             "wall_s": round(wall, 1),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "platform": platform.platform()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
             "broker": os.environ.get("KAFKA_BROKER") or "embedded tansu",
             "benchmarks": {r.name: r.to_json() for r in results},
             "errors": errors,

@@ -38,6 +38,7 @@ DLQ = "pagerduty_audit_logs_dlq"
 NOTIFICATIONS = "notifications"
 PARTITIONS = 4
 TOKEN = "bench-token-0123456789abcdef"
+READY = "[^Worker]: Ready"
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _running: set[subprocess.Popen[bytes]] = set()
@@ -53,6 +54,18 @@ class Context:
 
     quick: bool
     workdir: Path
+    #: size overrides from ``--size NAME=N`` (e.g. ``pipeline=50000``)
+    sizes: dict[str, int] = field(default_factory=dict)
+    #: monotonic time by which the whole run should be over (the memory run adapts to it)
+    deadline: float = float("inf")
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def size(self, name: str, full: int, quick: int) -> int:
+        if name in self.sizes:
+            return self.sizes[name]
+        return quick if self.quick else full
 
     def dir(self, name: str) -> Path:
         path = self.workdir / name
@@ -135,8 +148,9 @@ def print_table(results: Sequence[Result], out: Any = None) -> None:
             lines.append((r.bench, r.metric, fmt(r.value), r.unit, base, ratio, r.target, ok))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for index, line in enumerate(lines):
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)),
-              file=out)
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)), file=out
+        )
         if index == 0:
             print("  ".join("-" * w for w in widths), file=out)
     for result in results:
@@ -206,7 +220,9 @@ def broker_pid() -> int | None:
     return None
 
 
-async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = PARTITIONS) -> None:
+async def create_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int = PARTITIONS
+) -> None:
     """Create topics up front: Tansu would auto-create them with its own partition count."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -230,6 +246,7 @@ class Worker:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.started_wall = 0.0
         self._log: Any = None
 
     @property
@@ -238,11 +255,21 @@ class Worker:
         return self.process.pid
 
     def start(self) -> Worker:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")  # closed in stop()
         self.started_at = time.monotonic()
+        self.started_wall = time.time()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", "streamapp.app", "worker", "-l", "info",
-             "--without-web"],
+            [
+                sys.executable,
+                "-m",
+                "faust",
+                "-A",
+                "streamapp.app",
+                "worker",
+                "-l",
+                "info",
+                "--without-web",
+            ],
             cwd=REPO,
             env=self.env,
             stdout=self._log,
@@ -264,18 +291,26 @@ class Worker:
             code = self.process.returncode if self.process else None
             raise RuntimeError(f"worker exited ({code}); log tail:\n{self.log()[-3000:]}")
 
-    async def wait_for_log(self, text: str, timeout: float = 60.0, count: int = 1) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for_log(self, text: str, wait_s: float = 60.0, count: int = 1) -> None:
+        deadline = time.monotonic() + wait_s
         while self.log().count(text) < count:
             self.check_alive()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"worker did not log {text!r} within {timeout:.0f}s")
+                raise TimeoutError(f"worker did not log {text!r} within {wait_s:.0f}s")
             await asyncio.sleep(0.1)
 
-    async def wait_ready(self, timeout: float = 60.0) -> float:
-        """Seconds from start until faust says the worker is ready."""
-        await self.wait_for_log("Ready", timeout)
-        return time.monotonic() - self.started_at
+    async def wait_ready(self, wait_s: float = 60.0) -> float:
+        """Seconds from start until faust said the worker is ready (from its log line)."""
+        await self.wait_for_log(READY, wait_s)
+        return self.logged_at(READY) - self.started_wall
+
+    def logged_at(self, text: str) -> float:
+        """Epoch seconds of the first log line containing ``text``."""
+        for line in self.log().splitlines():
+            if text in line and line.startswith("["):
+                stamp = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+                return stamp.timestamp()  # the worker logs local time, as we read it
+        raise LookupError(text)
 
     def rss_kb(self) -> dict[str, int]:
         return proc_status(self.pid)
@@ -351,16 +386,16 @@ async def cpu_percent(pids: Mapping[str, int], seconds: float) -> dict[str, floa
 # --------------------------------------------------------------------------- records
 
 
-def realistic_records(count: int, *, days: float = 30.0, seed: int = 1,
-                      pool: int = 20_000) -> list[dict[str, Any]]:
+def realistic_records(
+    count: int, *, days: float = 30.0, seed: int = 1, pool: int = 20_000
+) -> list[dict[str, Any]]:
     """``count`` records from ``generate_records`` with distinct ids.
 
     Past ``pool`` records the generator's output is reused with fresh ids (generating is
     ~80 µs a record; 1M would take 80 s).
     """
     now = datetime.now(UTC)
-    base = generate_records(min(count, pool), start=now - timedelta(days=days), end=now,
-                            seed=seed)
+    base = generate_records(min(count, pool), start=now - timedelta(days=days), end=now, seed=seed)
     if count <= len(base):
         return base
     rng = random.Random(seed + 1)
@@ -374,8 +409,9 @@ def realistic_records(count: int, *, days: float = 30.0, seed: int = 1,
 _encode = msgspec.json.Encoder().encode
 
 
-def envelopes(records: Iterable[Mapping[str, Any]],
-              source: str = "pagerduty") -> Iterable[tuple[bytes, bytes]]:
+def envelopes(
+    records: Iterable[Mapping[str, Any]], source: str = "pagerduty"
+) -> Iterable[tuple[bytes, bytes]]:
     """(key, value) of raw-topic messages, as the poller writes them."""
     polled = datetime.now(UTC)
     for record in records:
@@ -386,10 +422,20 @@ def envelopes(records: Iterable[Mapping[str, Any]],
         )
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]],
-                  *, chunk: int = 20_000) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                                max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
+async def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    *,
+    chunk: int = 20_000,
+) -> int:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=20,
+        max_batch_size=1024 * 1024,
+        max_request_size=8 * 1024 * 1024,
+    )
     await producer.start()
     sent = 0
     try:
@@ -428,9 +474,13 @@ class TopicTail:
     identities are counted, so a repeated message does not make a run look faster.
     """
 
-    def __init__(self, bootstrap: str, topic: str,
-                 key_of: Callable[[Any], Any] | None = None,
-                 on_new: Callable[[Any, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        key_of: Callable[[Any], Any] | None = None,
+        on_new: Callable[[Any, float], None] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.key_of = key_of or (lambda m: m.key)
@@ -447,14 +497,18 @@ class TopicTail:
     def count(self) -> int:
         return len(self.seen)
 
-    async def start(self, timeout: float = 30.0) -> TopicTail:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    group_id=None, auto_offset_reset="earliest",
-                                    max_partition_fetch_bytes=8 * 1024 * 1024,
-                                    fetch_max_bytes=64 * 1024 * 1024)
+    async def start(self, wait_s: float = 30.0) -> TopicTail:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
         await consumer.start()
         self._consumer = consumer
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         partitions = consumer.partitions_for_topic(self.topic)
         while not partitions:
             if time.monotonic() > deadline:
@@ -490,14 +544,15 @@ class TopicTail:
                     if not future.done() and len(self.seen) >= target:
                         future.set_result(now)
 
-    async def wait_for(self, count: int, timeout: float,
-                       check: Callable[[], None] | None = None) -> float | None:
+    async def wait_for(
+        self, count: int, wait_s: float, check: Callable[[], None] | None = None
+    ) -> float | None:
         """Monotonic time the ``count``-th distinct message arrived; None on timeout."""
         if len(self.seen) >= count and self.last_new_at is not None:
             return self.last_new_at
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._targets.append((count, future))
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         while not future.done():
             if self._task is not None and self._task.done():
                 self._task.result()  # raise what killed the reader

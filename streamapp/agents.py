@@ -42,7 +42,7 @@ from streamapp.pipeline import (
 
 log = logging.getLogger("streamapp.agents")
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000
 BATCH_WITHIN = 0.25
 #: first and largest pause between attempts to get a batch acknowledged
 SEND_BACKOFF = (0.5, 10.0)
@@ -68,6 +68,25 @@ class PinnedPartitionTable(faust.Table):
                 self[key] = value
         finally:
             self._pinned = None
+
+    async def put_many(self, entries: Sequence[tuple[bytes, int, bytes]]) -> None:
+        """Set many (key, partition, value) at once: the changelog writes go straight to the
+        producer's batches instead of faust's one-at-a-time buffer (the pipeline's hot path),
+        and are awaited, so that after a crash a replayed batch finds its ids seen.
+        A write that fails only means an id may be emitted once more."""
+        topic = self.changelog_topic.get_topic_name()
+        producer = app.producer
+        futures = []
+        for key, partition, value in entries:
+            futures.append(await producer.send(topic, key, value, partition, None, None))
+            with writing_to(partition):
+                self.data[key] = value
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = sum(isinstance(r, BaseException) for r in results)
+        if failed:
+            log.warning(
+                "dedupe: %d of %d seen ids not written to the changelog", failed, len(results)
+            )
 
     def delete_in(self, partition: int, key: bytes) -> None:
         self._pinned = partition
@@ -177,9 +196,9 @@ class SideReader:
 side_reader = SideReader()
 #: one batch at a time, whether from the stream or from a direct read
 _processing = asyncio.Lock()
-#: raw partition → monotonic time the stream last delivered something on it
+#: -1 → monotonic time the stream last delivered a batch
 _last_delivery: dict[int, float] = {}
-#: a partition the stream has left alone this long is checked for records it skipped
+#: once the stream has been idle this long, partitions are checked for records it skipped
 QUIET = 3.0
 #: ... and read even when the broker says nothing is left, this often
 RECHECK = 30.0
@@ -252,9 +271,7 @@ def _count(result: BatchResult) -> None:
 
 async def process_batch(batch: list[Incoming]) -> BatchResult:
     async with _processing:
-        now = time.monotonic()
-        for item in batch:
-            _last_delivery[item.partition] = now
+        _last_delivery[-1] = time.monotonic()
         return await _process(batch)
 
 
@@ -282,8 +299,8 @@ async def _process(batch: list[Incoming], *, read_directly: bool = False) -> Bat
         metrics.GAP_RECORDS.inc(len(recovered))
     result = processor.process(recovered + batch, _is_seen)
     await _send_all(result.messages)
-    for key, partition in result.fresh:
-        seen.set_in(partition, key, seen_value(time.time(), partition))
+    now = time.time()
+    await seen.put_many([(key, p, seen_value(now, p)) for key, p in result.fresh])
     _ack_in_faust(recovered)
     _count(result)
     return result
@@ -308,13 +325,13 @@ async def probe_quiet_partitions() -> int:
     than was processed or it was not read for ``RECHECK`` seconds (some brokers report a
     stale high watermark). Repeats of what the stream delivers later are dropped by dedupe.
     """
-    if app.rebalancing or app.in_recovery:
-        return 0
-    found = 0
     now = time.monotonic()
+    if app.rebalancing or app.in_recovery or now - _last_delivery.get(-1, 0.0) < QUIET:
+        return 0  # the stream is busy: what it has not reached yet is not skipped
+    found = 0
     for tp in list(app.consumer.assignment()):
         partition = tp.partition
-        if tp.topic != settings.topics.raw or now - _last_delivery.get(partition, 0.0) < QUIET:
+        if tp.topic != settings.topics.raw:
             continue
         if tracker.expected(partition) is None:
             await _expect_from_committed(partition)

@@ -58,7 +58,13 @@ app = faust.App(
     value_serializer="raw",
     web_port=settings.web_port,
     producer_acks=-1,
+    # throughput: large producer batches, large fetches, a deep stream buffer (the pipeline
+    # takes up to 10,000 events at a time)
     producer_linger_ms=5,
+    producer_max_batch_size=1024 * 1024,
+    producer_max_request_size=4 * 1024 * 1024,
+    broker_max_poll_records=5000,
+    stream_buffer_maxsize=20000,
     # short enough that a dead worker's sources and partitions move within seconds
     broker_session_timeout=settings.session_timeout,
     broker_heartbeat_interval=max(0.5, min(3.0, settings.session_timeout / 6)),
@@ -66,6 +72,7 @@ app = faust.App(
     broker_commit_interval=1.0,
     logging_config=logging_config(settings.log_level, settings.log_json),
     broker_credentials=kafkaclient.faust_credentials(settings.kafka_security),
+    recovery_consistency_check=settings.recovery_consistency_check,
 )
 
 raw_topic = app.topic(

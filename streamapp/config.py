@@ -135,6 +135,8 @@ class Settings:
     router: Router = field(default_factory=lambda: Router())
     #: also render each record as OCSF onto ``topics.ocsf``
     ocsf: bool = False
+    #: faust's check that recovered table offsets do not exceed the changelog's end
+    recovery_consistency_check: bool = True
     #: how the worker and the CLI's own clients authenticate to Kafka
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
@@ -215,6 +217,12 @@ SETTINGS_TABLE: list[tuple[str, str, str]] = [
         "TOML routing rules sending matching records to extra topics as well",
     ),
     ("STREAMAPP_OCSF", "`false`", "also publish an OCSF rendering of every record"),
+    (
+        "STREAMAPP_RECOVERY_CONSISTENCY_CHECK",
+        "`true`",
+        "faust's check that recovered table offsets do not pass a changelog's end; `false` "
+        "for brokers that report stale end offsets (the embedded Tansu broker)",
+    ),
     (
         "STREAMAPP_KAFKA_SECURITY_PROTOCOL",
         "`PLAINTEXT`",
@@ -617,6 +625,10 @@ def load_settings(
     ocsf = _bool(ocsf_value, "STREAMAPP_OCSF") if ocsf_value else False
 
     kafka_security = _kafka_security(env)
+    check_value = _env_get(env, "STREAMAPP_RECOVERY_CONSISTENCY_CHECK")
+    consistency_check = (
+        _bool(check_value, "STREAMAPP_RECOVERY_CONSISTENCY_CHECK") if check_value else True
+    )
 
     session_timeout = _seconds(env, "STREAMAPP_SESSION_TIMEOUT", 10.0, 1.0, 300.0)
     http_timeout = _seconds(env, "STREAMAPP_HTTP_TIMEOUT", 30.0, 0.1, 600.0)
@@ -682,6 +694,7 @@ def load_settings(
         router=router,
         ocsf=ocsf,
         kafka_security=kafka_security,
+        recovery_consistency_check=consistency_check,
     )
 
 
