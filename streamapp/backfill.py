@@ -29,7 +29,6 @@ poller's checkpoint is neither read nor moved.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import math
 import re
@@ -37,16 +36,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
 import msgspec
 
-from streamapp.collector import PageSource
-from streamapp.deadletter import dead_letter
+from streamapp.collector import PageSource, page_messages, send_all
 from streamapp.durations import parse_duration
 from streamapp.errors import ConfigError, PublishError
 from streamapp.kafkaclient import read_topic_latest
-from streamapp.models import RawEnvelope, as_utc, rfc3339
+from streamapp.models import Outgoing, as_utc, rfc3339
 from streamapp.pagerduty.client import Page
 from streamapp.windows import API_MAX_WINDOW, EDGE, MAX_LOOKBACK, Window, plan_windows
 
@@ -472,41 +470,21 @@ class RawTopicPublisher:
         self.dlq_topic = dlq_topic
 
     async def publish(self, source_name: str, page: Page) -> Awaitable[None]:
-        now = datetime.now(UTC)
-        futures: list[Awaitable[object]] = []
-        headers = [("source_name", source_name.encode())]
-        try:
-            for record in page.records:
-                value = _encode(
-                    RawEnvelope(source_name=source_name, polled_at=now, record=record.raw)
-                )
-                futures.append(
-                    await self.producer.send(
-                        self.raw_topic, value, key=record.id.encode(), headers=headers
-                    )
-                )
-            for bad in page.malformed:
-                letter = dead_letter(
-                    bytes(bad.raw),
-                    reason=bad.reason,
-                    stage="poll",
-                    source_name=source_name,
-                    at=now,
-                )
-                futures.append(await self.producer.send(self.dlq_topic, _encode(letter)))
-        except Exception as exc:
-            raise PublishError(f"the broker refused a write: {type(exc).__name__}") from None
-        return _all_acknowledged(futures)
-
-
-async def _all_acknowledged(futures: list[Awaitable[object]]) -> None:
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        raise PublishError(
-            f"the broker did not acknowledge {len(failures)} of {len(results)} records: "
-            f"{type(failures[0]).__name__}"
+        messages = page_messages(
+            source_name,
+            page,
+            raw_topic=self.raw_topic,
+            dlq_topic=self.dlq_topic,
+            now=datetime.now(UTC),
         )
+
+        async def send(m: Outgoing) -> Awaitable[object]:
+            return cast(
+                Awaitable[object],
+                await self.producer.send(m.topic, m.value, key=m.key, headers=m.headers),
+            )
+
+        return await send_all(messages, send)
 
 
 class KafkaProgressStore:

@@ -9,6 +9,7 @@ refused write) ends the poll with the checkpoint where the last whole window lef
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,8 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from streamapp.errors import StreamappError
-from streamapp.models import Checkpoint, as_utc
+import msgspec
+
+from streamapp.deadletter import dead_letter
+from streamapp.errors import PublishError, StreamappError
+from streamapp.models import Checkpoint, Outgoing, RawEnvelope, as_utc
 from streamapp.pagerduty.client import Page
 from streamapp.windows import Window, advance, plan_windows
 
@@ -42,6 +46,56 @@ class CheckpointStore(Protocol):
     async def put(self, source_name: str, checkpoint: Checkpoint) -> None:
         """Store durably: returns once the broker acknowledged the checkpoint."""
         ...
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def page_messages(
+    source_name: str, page: Page, *, raw_topic: str, dlq_topic: str, now: datetime
+) -> list[Outgoing]:
+    """A page as messages: each record in its envelope keyed by id on the raw topic, each
+    malformed one as a dead letter."""
+    headers = [("source_name", source_name.encode())]
+    messages = [
+        Outgoing(
+            raw_topic,
+            record.id.encode(),
+            _encode(RawEnvelope(source_name=source_name, polled_at=now, record=record.raw)),
+            headers,
+        )
+        for record in page.records
+    ]
+    for bad in page.malformed:
+        letter = dead_letter(
+            bytes(bad.raw), reason=bad.reason, stage="poll", source_name=source_name, at=now
+        )
+        messages.append(Outgoing(dlq_topic, None, _encode(letter), None))
+    return messages
+
+
+async def send_all(
+    messages: list[Outgoing], send: Callable[[Outgoing], Awaitable[Awaitable[object]]]
+) -> Awaitable[None]:
+    """Hand every message to ``send``; the result completes once all are acknowledged and
+    raises PublishError if any is not."""
+    futures: list[Awaitable[object]] = []
+    try:
+        for message in messages:
+            futures.append(await send(message))
+    except Exception as exc:
+        raise PublishError(f"the broker refused a write: {type(exc).__name__}") from None
+    return _all_acknowledged(futures)
+
+
+async def _all_acknowledged(futures: list[Awaitable[object]]) -> None:
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise PublishError(
+            f"the broker did not acknowledge {len(failures)} of {len(results)} records: "
+            f"{type(failures[0]).__name__}"
+        )
 
 
 class PollInterrupted(StreamappError):

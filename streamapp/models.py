@@ -7,6 +7,7 @@ Never ``forbid_unknown_fields`` here: PagerDuty adds fields over time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
@@ -120,3 +121,13 @@ class Checkpoint(msgspec.Struct, kw_only=True, frozen=True):
     records: int = 0
     #: the newest execution_time seen, for lag and health reporting
     last_record_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to write: topic, key, value and Kafka headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None

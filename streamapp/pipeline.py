@@ -15,7 +15,7 @@ import msgspec
 
 from streamapp.deadletter import dead_letter
 from streamapp.enrich import InvalidRecord, encode_document, enrich
-from streamapp.models import RawEnvelope
+from streamapp.models import Outgoing, RawEnvelope
 from streamapp.ocsf import encode_ocsf, to_ocsf
 from streamapp.routing import Router, headers_for, message_key
 
@@ -33,14 +33,6 @@ class Incoming:
     value: bytes | None
     partition: int
     offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Headers | None = None
 
 
 @dataclass

@@ -30,12 +30,11 @@ from streamapp.app import (
     raw_topic,
     settings,
 )
-from streamapp.collector import PollInterrupted, poll_once
+from streamapp.collector import PollInterrupted, page_messages, poll_once, send_all
 from streamapp.config import SourceConfig
-from streamapp.deadletter import dead_letter
 from streamapp.errors import PagerDutyError, PublishError
 from streamapp.kafkaclient import bootstrap_servers, read_topic_latest
-from streamapp.models import Checkpoint, RawEnvelope
+from streamapp.models import Checkpoint, Outgoing
 from streamapp.pagerduty.auth import make_auth
 from streamapp.pagerduty.client import Page, PagerDutyClient
 from streamapp.pagerduty.retry import RetryPolicy
@@ -104,53 +103,22 @@ class KafkaPublisher:
 
     async def publish(self, source_name: str, page: Page) -> Awaitable[None]:
         await ensure_output_topics()
-        producer = app.producer
-        now = datetime.now(UTC)
-        futures: list[Awaitable[object]] = []
         metrics.RECORDS_POLLED.labels(source_name).inc(len(page.records) + len(page.malformed))
         if page.malformed:
             metrics.RECORDS_DEAD_LETTERED.labels(source_name, "poll").inc(len(page.malformed))
-        try:
-            for record in page.records:
-                value = _encode(
-                    RawEnvelope(source_name=source_name, polled_at=now, record=record.raw)
-                )
-                futures.append(
-                    await producer.send(
-                        raw_topic.get_topic_name(),
-                        record.id.encode(),
-                        value,
-                        None,
-                        None,
-                        {"source_name": source_name.encode()},
-                    )
-                )
-            for bad in page.malformed:
-                letter = dead_letter(
-                    bytes(bad.raw),
-                    reason=bad.reason,
-                    stage="poll",
-                    source_name=source_name,
-                    at=now,
-                )
-                futures.append(
-                    await producer.send(
-                        dlq_topic.get_topic_name(), None, _encode(letter), None, None, None
-                    )
-                )
-        except Exception as exc:
-            raise PublishError(f"the broker refused a write: {type(exc).__name__}") from None
-        return _all_acknowledged(futures)
-
-
-async def _all_acknowledged(futures: list[Awaitable[object]]) -> None:
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        raise PublishError(
-            f"the broker did not acknowledge {len(failures)} of {len(results)} records: "
-            f"{type(failures[0]).__name__}"
+        producer = app.producer
+        messages = page_messages(
+            source_name,
+            page,
+            raw_topic=raw_topic.get_topic_name(),
+            dlq_topic=dlq_topic.get_topic_name(),
+            now=datetime.now(UTC),
         )
+
+        async def send(m: Outgoing) -> Awaitable[object]:
+            return await producer.send(m.topic, m.key, m.value, None, None, m.headers)
+
+        return await send_all(messages, send)
 
 
 class SourceRunner:
