@@ -1,0 +1,41 @@
+import json
+import logging
+import logging.config
+
+from streamapp.logsetup import logging_config
+from streamapp.redact import REDACTOR
+
+SECRET = "log-secret-token-9f8e7d6c5b4a"
+
+
+def configure(capsys, as_json: bool) -> logging.Logger:
+    REDACTOR.add(SECRET)
+    logging.config.dictConfig(logging_config("info", as_json))
+    return logging.getLogger("streamapp.test")
+
+
+def test_json_logs_are_one_object_per_line_with_secrets_redacted(capsys):
+    log = configure(capsys, as_json=True)
+    log.info("poll source=%s token=%s", "acme", SECRET)
+    try:
+        raise ValueError(f"bad {SECRET}")
+    except ValueError:
+        log.exception("failed")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    documents = [json.loads(line) for line in lines]
+    assert documents[0]["message"] == "poll source=acme token=****"
+    assert documents[0]["level"] == "info" and documents[0]["logger"] == "streamapp.test"
+    assert SECRET not in "\n".join(lines)
+    assert "ValueError" in documents[1].get("exception", "")
+
+
+def test_plain_logs_redact_secrets_too(capsys):
+    log = configure(capsys, as_json=False)
+    log.warning("using %s", SECRET)
+    out = capsys.readouterr().out
+    assert "using ****" in out and SECRET not in out
+
+
+def test_httpx_request_lines_are_quiet():
+    logging.config.dictConfig(logging_config("debug", False))
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
