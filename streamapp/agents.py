@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -313,7 +314,25 @@ async def pipeline(stream: faust.StreamT) -> None:
             Incoming(e.message.key, e.message.value, e.message.partition, e.message.offset)
             for e in events
         ]
-        await process_batch(batch)
+        try:
+            await process_batch(batch)
+        except BaseException as exc:
+            # take_events acks the batch's events however the loop body ends, and faust
+            # would then commit them: a batch whose outputs were not all acknowledged must
+            # not be committed, so the process leaves without committing anything
+            _exit_without_commit(batch, exc)
+            raise
+
+
+def _exit_without_commit(batch: Sequence[Incoming], exc: BaseException) -> None:
+    log.critical(
+        "stopping in the middle of a batch of %d raw records (%s): exiting without committing "
+        "its offsets, so the next worker processes it again",
+        len(batch),
+        type(exc).__name__,
+    )
+    logging.shutdown()
+    os._exit(70)
 
 
 async def probe_quiet_partitions() -> int:
