@@ -1,6 +1,6 @@
 """The poller: every source polled by exactly one worker, the leader, at its interval.
 
-Thin faust shell around ``streamapp.collector.poll_once``. A one-second ticker runs on every
+Thin faust shell around ``streamapp.collector.poll_once``. A half-second ticker runs on every
 worker; on the leader it starts a poll task per source when one is due, and on any worker
 that is not (or no longer) the leader it cancels whatever polls it still runs, so after a
 failover exactly one worker polls. Records go to the raw topic keyed by id; checkpoints
