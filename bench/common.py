@@ -583,3 +583,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def polling_env(
+    kafka: Any, name: str, sim_url: str, *, lookback: str, interval: float
+) -> dict[str, str]:
+    """A worker's environment polling the simulator as the single source ``bench``."""
+    return {
+        **kafka.env(name),
+        "PAGERDUTY_API_TOKEN": TOKEN,
+        "PAGERDUTY_API_URL": sim_url,
+        "PAGERDUTY_SOURCE_NAME": "bench",
+        "PAGERDUTY_LOOKBACK": lookback,
+        "PAGERDUTY_POLL_INTERVAL": f"{interval:g}",
+    }

@@ -26,6 +26,7 @@ from bench.common import (
     kafka_broker,
     output_id,
     percentile,
+    polling_env,
 )
 from streamapp.simulator import SimulatorThread, generate_records
 
@@ -63,14 +64,9 @@ async def run(ctx: Context) -> Result:
             sim.add_records(
                 generate_records(20, start=now - timedelta(minutes=30), end=now, seed=21)
             )
-            env = {
-                **kafka.env("freshness"),
-                "PAGERDUTY_API_TOKEN": TOKEN,
-                "PAGERDUTY_API_URL": sim.base_url,
-                "PAGERDUTY_SOURCE_NAME": "bench",
-                "PAGERDUTY_LOOKBACK": "1h",
-                "PAGERDUTY_POLL_INTERVAL": f"{POLL_INTERVAL:g}",
-            }
+            env = polling_env(
+                kafka, "freshness", sim.base_url, lookback="1h", interval=POLL_INTERVAL
+            )
             worker = Worker(env, workdir / "worker.log", workdir / "data").start()
             # the history is through the whole pipeline and polls run at their interval
             if await tail.wait_for(20, wait_s=90, check=worker.check_alive) is None:

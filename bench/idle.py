@@ -23,6 +23,7 @@ from bench.common import (
     Worker,
     create_topics,
     kafka_broker,
+    polling_env,
     proc_cpu_seconds,
 )
 from streamapp.simulator import SimulatorThread, generate_records
@@ -61,14 +62,7 @@ async def run(ctx: Context) -> Result:
             sim.add_records(
                 generate_records(20, start=now - timedelta(minutes=30), end=now, seed=31)
             )
-            env = {
-                **kafka.env("idle"),
-                "PAGERDUTY_API_TOKEN": TOKEN,
-                "PAGERDUTY_API_URL": sim.base_url,
-                "PAGERDUTY_SOURCE_NAME": "bench",
-                "PAGERDUTY_LOOKBACK": "1h",
-                "PAGERDUTY_POLL_INTERVAL": f"{POLL_INTERVAL:g}",
-            }
+            env = polling_env(kafka, "idle", sim.base_url, lookback="1h", interval=POLL_INTERVAL)
             polling = Worker(env, workdir / "polling.log", workdir / "data-polling").start()
             baseline = Worker(
                 kafka.env("idle-base", **base_topics),

@@ -52,6 +52,7 @@ from streamapp.kafkaclient import (
     client_options,
     ensure_topics,
     read_topic_latest,
+    started_reader,
 )
 from streamapp.models import Checkpoint, rfc3339
 from streamapp.output import OutputDocument
@@ -426,7 +427,7 @@ async def tail(
     output_format: str,
 ) -> int:
     """Print the output topic's documents (without --follow: up to its end, then exit)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     wanted = parse_filters(filters)
     if from_beginning and last is not None:
@@ -438,18 +439,7 @@ async def tail(
     printer = _Printer(as_json)
     topic = settings.topics.output
     bootstrap = _bootstrap()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        **client_options(),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    try:
-        await consumer.start()
-    except (KafkaError, OSError) as exc:
-        await consumer.stop()
-        raise broker_problem(bootstrap, exc) from None
+    consumer = await started_reader(bootstrap)
     try:
         while topic not in await consumer.topics():
             if not follow:

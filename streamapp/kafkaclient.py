@@ -114,16 +114,10 @@ def faust_credentials(security: KafkaSecurity) -> Any:
     return None
 
 
-async def read_topic_latest(
-    bootstrap: Sequence[str], topic: str, *, idle_ms: int = 300, give_up_after: float = 30.0
-) -> dict[bytes | None, bytes | None] | None:
-    """The last value per key of every partition of ``topic``, or None when it does not exist.
-
-    Reads to the end offsets, then once more until a fetch comes back empty: some brokers
-    report a stale end offset that leaves out the rest of the newest batch. After
-    ``give_up_after`` seconds what was read so far is returned (older, never wrong).
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+async def started_reader(bootstrap: Sequence[str]) -> Any:
+    """A started aiokafka consumer outside any group, reading from the earliest offset;
+    an unreachable broker is one BrokerUnavailable line."""
+    from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
     consumer = AIOKafkaConsumer(
@@ -138,6 +132,22 @@ async def read_topic_latest(
     except (KafkaError, OSError) as exc:
         await consumer.stop()
         raise broker_problem(bootstrap, exc) from None
+    return consumer
+
+
+async def read_topic_latest(
+    bootstrap: Sequence[str], topic: str, *, idle_ms: int = 300, give_up_after: float = 30.0
+) -> dict[bytes | None, bytes | None] | None:
+    """The last value per key of every partition of ``topic``, or None when it does not exist.
+
+    Reads to the end offsets, then once more until a fetch comes back empty: some brokers
+    report a stale end offset that leaves out the rest of the newest batch. After
+    ``give_up_after`` seconds what was read so far is returned (older, never wrong).
+    """
+    from aiokafka import TopicPartition
+    from aiokafka.errors import KafkaError
+
+    consumer = await started_reader(bootstrap)
     try:
         if topic not in await consumer.topics():
             return None

@@ -65,7 +65,7 @@ def test_quick_pipeline_and_idle_write_positive_numbers(tmp_path: Path):
             "--only",
             "pipeline,idle",
             "--size",
-            "pipeline=500",
+            "pipeline=12000",
             "--size",
             "idle=2",
             "--json",
@@ -83,7 +83,7 @@ def test_quick_pipeline_and_idle_write_positive_numbers(tmp_path: Path):
     pipeline = document["benchmarks"]["pipeline"]["metrics"]
     for key in ("records_per_s", "records_per_s_from_worker_start", "forward_records_per_s"):
         assert pipeline[key] > 0, key
-    assert pipeline["output_distinct_ids"] == 500
+    assert pipeline["output_distinct_ids"] == 12000
     idle = document["benchmarks"]["idle"]["metrics"]
     assert idle["polls"] >= 2
     assert idle["requests_per_poll"] > 0
