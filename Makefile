@@ -32,7 +32,7 @@ typecheck: $(VENV)/.installed-test
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check streamapp tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 # the faust app commands, as make targets (ARGS="--source prod" etc.)
 FAUST := $(BIN)/faust -A streamapp.app

@@ -186,7 +186,7 @@ async def read_topic(
     *,
     until_count: int | None = None,
     timeout: float = 60.0,
-    idle: float = 2.0,
+    idle: float = 1.0,
 ) -> list:
     """Every message of ``topic`` from the beginning: stops at ``until_count`` messages, or
     after ``idle`` seconds without a new one once the deadline is near or no count is given."""

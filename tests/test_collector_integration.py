@@ -44,7 +44,7 @@ def ids_of(messages: list) -> list[str]:
 
 
 async def raw_ids(
-    kafka: Kafka, expected: int, timeout: float = 90.0, idle: float = 2.0
+    kafka: Kafka, expected: int, timeout: float = 90.0, idle: float = 1.0
 ) -> list[str]:
     messages = await read_topic(
         kafka.bootstrap,
