@@ -369,7 +369,11 @@ async def test_broker_refusing_writes_mid_window_loses_nothing_once_it_clears(tm
     try:
         with SimulatorThread(tokens={TOKEN: "ok"}, latency=(0.1, 0.1)) as sim:
             sim.add_records(records)
-            env = worker_env(kafka, sim.base_url, PAGERDUTY_LOOKBACK="12h")
+            # a session outlasting the cut: this test is about refused writes, not about
+            # the group rebalancing (Tansu and faust can stall in a rebalance after one)
+            env = worker_env(
+                kafka, sim.base_url, PAGERDUTY_LOOKBACK="12h", STREAMAPP_SESSION_TIMEOUT="12"
+            )
             worker = Worker(env, tmp_path / "worker.log").start()
             try:
                 await worker.await_log("Ready", timeout=60)
