@@ -20,7 +20,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	@$(BIN)/python -m streamapp.launcher
+	@$(BIN)/python -m streamapp.devtools.launcher
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check streamapp tests
@@ -47,7 +47,7 @@ tail: $(VENV)/.installed-run
 	@$(FAUST) tail $(ARGS)
 
 schemas: $(VENV)/.installed-run
-	@$(BIN)/python -m streamapp.schemas
+	@$(BIN)/python -m streamapp.cli.schemas
 
 bench: $(VENV)/.installed-test
 	@mkdir -p bench/results

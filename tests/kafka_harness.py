@@ -22,7 +22,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamapp.broker import EmbeddedBroker
+from streamapp.devtools.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
 #: testcontainers' KafkaContainer drives Confluent's packaging of Apache Kafka (KRaft needs

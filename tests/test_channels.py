@@ -16,7 +16,10 @@ import httpx
 import pytest
 from aiohttp import web
 
-from streamapp.channels import (
+from streamapp.config import Channel
+from streamapp.core.health import Notification, encode_notification
+from streamapp.core.redact import Secret
+from streamapp.notify.channels import (
     Deliverer,
     DeliveryResult,
     dedup_key,
@@ -24,9 +27,6 @@ from streamapp.channels import (
     slack_payload,
     webhook_payload,
 )
-from streamapp.config import Channel
-from streamapp.health import Notification, encode_notification
-from streamapp.redact import Secret
 
 SLACK_PATH = "/services/T0SECRET1/B0SECRET2/xoxSecretToken123"
 HOOK_PATH = "/hooks/abcdef0123456789"

@@ -15,8 +15,7 @@ import httpx
 import msgspec
 import pytest
 
-from streamapp.credentials import ApiKey, OAuthClient
-from streamapp.errors import (
+from streamapp.core.errors import (
     AuditTrailUnavailable,
     AuthenticationFailed,
     BadRequest,
@@ -28,11 +27,12 @@ from streamapp.errors import (
     ServerError,
     UnexpectedStatus,
 )
+from streamapp.core.redact import Secret
 from streamapp.pagerduty.auth import ApiKeyAuth, OAuthAuth, TokenProvider, make_auth
 from streamapp.pagerduty.client import ACCEPT, Page, PagerDutyClient
+from streamapp.pagerduty.credentials import ApiKey, OAuthClient
 from streamapp.pagerduty.ratelimit import RequestGate, gate_for
 from streamapp.pagerduty.retry import RetryPolicy
-from streamapp.redact import Secret
 
 API_TOKEN = "y_NbAkKc66ryYTWUXYEu"
 CLIENT_SECRET = "pdus+_0XBPWQQ_client_secret_value"

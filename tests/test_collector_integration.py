@@ -12,8 +12,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streamapp.models import RawEnvelope
-from streamapp.simulator import FaultRule, SimulatorThread, generate_records
+from streamapp.core.models import RawEnvelope
+from streamapp.devtools.simulator import FaultRule, SimulatorThread, generate_records
 from tests.kafka_harness import REPO, Kafka, Worker, read_topic
 
 pytestmark = pytest.mark.broker
@@ -358,7 +358,7 @@ async def test_bad_token_is_one_clear_line_and_never_echoed(kafka: Kafka, tmp_pa
 async def test_broker_refusing_writes_mid_window_loses_nothing_once_it_clears(tmp_path: Path):
     """The broker is cut off (a proxy drops every connection) while a window is being
     published, then comes back: every record arrives and the checkpoint moves only after."""
-    from streamapp.broker import EmbeddedBroker, free_port
+    from streamapp.devtools.broker import EmbeddedBroker, free_port
     from tests.tcp_proxy import TcpProxy
 
     proxy_port = free_port()

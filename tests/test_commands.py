@@ -1,8 +1,8 @@
 """The operator commands: pure parts directly, the commands themselves as subprocesses
 against a real broker and the simulator over HTTP.
 
-Commands run as ``python -m faust -A streamapp.app <command>`` once ``streamapp.commands``
-is listed in ``streamapp.app.MODULES``; until then through a two-line launcher that imports
+Commands run as ``python -m faust -A streamapp.app <command>`` once ``streamapp.cli.commands``
+is listed in ``streamapp.worker.app.MODULES``; until then through a two-line launcher that imports
 the module first and then runs the very same faust CLI (``faust.cli.faust.cli``).
 """
 
@@ -21,7 +21,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streamapp.backfill import (
+from streamapp.core.backfill import (
     ProgressMeter,
     ProgressView,
     merge,
@@ -29,12 +29,12 @@ from streamapp.backfill import (
     resolve_range,
     window_size,
 )
-from streamapp.enrich import encode_document, enrich
-from streamapp.errors import ConfigError
-from streamapp.kafkaclient import bootstrap_servers
-from streamapp.models import Checkpoint, RawEnvelope
-from streamapp.simulator import FaultRule, SimulatorThread, generate_records
-from streamapp.windows import EDGE, Window
+from streamapp.core.enrich import encode_document, enrich
+from streamapp.core.errors import ConfigError
+from streamapp.core.models import Checkpoint, RawEnvelope
+from streamapp.core.windows import EDGE, Window
+from streamapp.devtools.simulator import FaultRule, SimulatorThread, generate_records
+from streamapp.kafka.clients import bootstrap_servers
 from tests.kafka_harness import REPO, Kafka, create_topics, read_topic
 
 TOKEN = "sim-token-commands-0123456789"
@@ -42,11 +42,11 @@ DAY = timedelta(days=1)
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 GOLDEN_INPUTS = sorted((REPO / "tests" / "golden" / "inputs").glob("*.json"))
 
-_LAUNCHER = 'import streamapp.commands; from faust.cli.faust import cli; cli(prog_name="faust")'
+_LAUNCHER = 'import streamapp.cli.commands; from faust.cli.faust import cli; cli(prog_name="faust")'
 
 
 def faust_cli() -> list[str]:
-    listed = '"streamapp.commands"' in (REPO / "streamapp" / "app.py").read_text()
+    listed = '"streamapp.cli.commands"' in (REPO / "streamapp" / "app.py").read_text()
     if listed:
         return [sys.executable, "-m", "faust"]
     return [sys.executable, "-c", _LAUNCHER]

@@ -20,9 +20,9 @@ from streamapp.config import (
     load_sources_file,
     unknown_variables,
 )
-from streamapp.credentials import DEFAULT_TOKEN_URL, ApiKey, OAuthClient
-from streamapp.errors import ConfigError
-from streamapp.redact import REDACTOR, Secret
+from streamapp.core.errors import ConfigError
+from streamapp.core.redact import REDACTOR, Secret
+from streamapp.pagerduty.credentials import DEFAULT_TOKEN_URL, ApiKey, OAuthClient
 
 TOKEN = "sekret-token-value-123"
 SECRET = "oauth-client-secret-456"

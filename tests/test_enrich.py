@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamapp.categories import CATEGORIES, CATEGORY_TABLE, OTHER, categorize
-from streamapp.enrich import InvalidRecord, decode_document, encode_document, enrich, timestamp
-from streamapp.errors import StreamappError
-from streamapp.ocsf import encode_ocsf, to_ocsf
-from streamapp.output import OutputDocument
+from streamapp.core.categories import CATEGORIES, CATEGORY_TABLE, OTHER, categorize
+from streamapp.core.enrich import InvalidRecord, decode_document, encode_document, enrich, timestamp
+from streamapp.core.errors import StreamappError
+from streamapp.core.ocsf import encode_ocsf, to_ocsf
+from streamapp.core.output import OutputDocument
 
 GOLDEN = Path(__file__).parent / "golden"
 INPUTS = sorted((GOLDEN / "inputs").glob("*.json"))

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from streamapp.health import (
+from streamapp.core.health import (
     Notification,
     SourceHealth,
     decode_notification,
@@ -21,7 +21,7 @@ from streamapp.health import (
     on_poll_success,
     on_tick,
 )
-from streamapp.redact import REDACTOR
+from streamapp.core.redact import REDACTOR
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HEALTH_CHECK = timedelta(hours=1)

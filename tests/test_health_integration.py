@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streamapp.simulator import SimulatorThread, generate_records
+from streamapp.devtools.simulator import SimulatorThread, generate_records
 from tests.kafka_harness import Kafka, Worker, read_topic
 from tests.receiver import ReceiverThread
 

@@ -1,8 +1,8 @@
 import pytest
 
 from streamapp.config import load_settings
-from streamapp.errors import ConfigError
-from streamapp.kafkaclient import (
+from streamapp.core.errors import ConfigError
+from streamapp.kafka.clients import (
     KafkaSecurity,
     bootstrap_servers,
     client_options,

@@ -2,8 +2,8 @@ import json
 import logging
 import logging.config
 
-from streamapp.logsetup import logging_config
-from streamapp.redact import REDACTOR
+from streamapp.core.redact import REDACTOR
+from streamapp.worker.logsetup import logging_config
 
 SECRET = "log-secret-token-9f8e7d6c5b4a"
 

@@ -115,7 +115,7 @@ async def run_once(copy: Path, venv: Path) -> None:
 
 
 def _free_port() -> int:
-    from streamapp.broker import free_port
+    from streamapp.devtools.broker import free_port
 
     return free_port()
 

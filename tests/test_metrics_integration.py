@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from streamapp.broker import free_port
-from streamapp.simulator import SimulatorThread, generate_records
+from streamapp.devtools.broker import free_port
+from streamapp.devtools.simulator import SimulatorThread, generate_records
 from tests.kafka_harness import Kafka, Worker, read_topic
 from tests.receiver import ReceiverThread
 

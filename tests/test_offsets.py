@@ -1,4 +1,4 @@
-from streamapp.offsets import Gap, OffsetTracker
+from streamapp.core.offsets import Gap, OffsetTracker
 
 
 def test_contiguous_offsets_reveal_no_gap():

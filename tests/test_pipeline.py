@@ -10,10 +10,10 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamapp.deadletter import DeadLetter, original_bytes
-from streamapp.models import RawEnvelope
-from streamapp.pipeline import Incoming, Processor, expired_ids, seen_value
-from streamapp.routing import Router
+from streamapp.core.deadletter import DeadLetter, original_bytes
+from streamapp.core.models import RawEnvelope
+from streamapp.core.pipeline import Incoming, Processor, expired_ids, seen_value
+from streamapp.core.routing import Router
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

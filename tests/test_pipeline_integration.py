@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streamapp.models import RawEnvelope
+from streamapp.core.models import RawEnvelope
 from tests.kafka_harness import REPO, Kafka, Worker, create_topics, read_topic
 
 pytestmark = pytest.mark.broker
@@ -157,7 +157,7 @@ async def test_garbage_goes_to_the_dead_letter_topic_with_reason_and_bytes(
         letter = json.loads(message.value)
         jsonschema.validate(letter, schema)
         assert letter["reason"] and "\n" not in letter["reason"]
-        from streamapp.deadletter import DeadLetter, original_bytes
+        from streamapp.core.deadletter import DeadLetter, original_bytes
 
         originals.add(original_bytes(msgspec.json.decode(message.value, type=DeadLetter)))
     assert originals == {value for _, value in garbage}

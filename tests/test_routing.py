@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from streamapp.enrich import enrich
-from streamapp.errors import ConfigError
-from streamapp.output import OutputDocument
-from streamapp.routing import HEADER_NAMES, Router, headers_for, load_rules, message_key
+from streamapp.core.enrich import enrich
+from streamapp.core.errors import ConfigError
+from streamapp.core.output import OutputDocument
+from streamapp.core.routing import HEADER_NAMES, Router, headers_for, load_rules, message_key
 
 GOLDEN_INPUTS = Path(__file__).parent / "golden" / "inputs"
 

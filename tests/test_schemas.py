@@ -10,9 +10,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streamapp import schemas
-from streamapp.deadletter import dead_letter
-from streamapp.models import RawEnvelope
+from streamapp.cli import schemas
+from streamapp.core.deadletter import dead_letter
+from streamapp.core.models import RawEnvelope
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "schemas"
@@ -21,7 +21,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def test_committed_schema_files_are_up_to_date() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "streamapp.schemas", "--check"],
+        [sys.executable, "-m", "streamapp.cli.schemas", "--check"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -39,7 +39,7 @@ def test_check_fails_and_names_the_file_after_a_change(tmp_path: Path) -> None:
     changed.write_text(changed.read_text().replace('"string"', '"integer"', 1))
     (tmp_path / "pagerduty_audit_logs_dlq.schema.json").unlink()
     result = subprocess.run(
-        [sys.executable, "-m", "streamapp.schemas", "--check", str(tmp_path)],
+        [sys.executable, "-m", "streamapp.cli.schemas", "--check", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,

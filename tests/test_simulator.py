@@ -15,8 +15,8 @@ import httpx
 import msgspec
 import pytest
 
-from streamapp.models import ExecutionContext, Method, Reference, ReferenceChange
-from streamapp.simulator import (
+from streamapp.core.models import ExecutionContext, Method, Reference, ReferenceChange
+from streamapp.devtools.simulator import (
     FaultRule,
     Simulator,
     SimulatorThread,
@@ -50,7 +50,7 @@ class DetailsView(msgspec.Struct, kw_only=True):
 class RecordSchema(msgspec.Struct, kw_only=True):
     """The OpenAPI AuditRecord schema, required fields required, unknown fields allowed.
 
-    (streamapp.models.AuditRecordView is not used here: its ``msgspec.Raw | None`` field
+    (streamapp.core.models.AuditRecordView is not used here: its ``msgspec.Raw | None`` field
     values reject any non-null value with msgspec 0.22.)
     """
 
@@ -670,7 +670,7 @@ def test_example_records_come_from_the_openapi_examples(tmp_path):
 
 
 def test_shipped_examples_equal_the_openapi_documents_examples():
-    from streamapp.simulator.data import OPENAPI_PATH
+    from streamapp.devtools.simulator.data import OPENAPI_PATH
 
     assert OPENAPI_PATH.exists(), f"the API reference is expected at {OPENAPI_PATH}"
     assert example_records() == example_records(OPENAPI_PATH)

@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from streamapp.config import SourceConfig
-from streamapp.credentials import ApiKey
-from streamapp.errors import ConfigError
-from streamapp.redact import Secret
-from streamapp.simulator import FaultRule, SimulatorThread
-from streamapp.verify import Verdict, exit_status, main, verify_all, verify_source
+from streamapp.core.errors import ConfigError
+from streamapp.core.redact import Secret
+from streamapp.devtools.simulator import FaultRule, SimulatorThread
+from streamapp.pagerduty.credentials import ApiKey
+from streamapp.pagerduty.verify import Verdict, exit_status, main, verify_all, verify_source
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = {
@@ -191,7 +191,7 @@ def command_env(**extra: str) -> dict[str, str]:
 
 def run_verify(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streamapp.verify", *args],
+        [sys.executable, "-m", "streamapp.pagerduty.verify", *args],
         cwd=ROOT,
         env=command_env(**env),
         capture_output=True,

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streamapp.windows import API_MAX_WINDOW, EDGE, Window, advance, plan_windows
+from streamapp.core.windows import API_MAX_WINDOW, EDGE, Window, advance, plan_windows
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
-from streamapp.credentials import ApiKey, Credentials, OAuthClient
-from streamapp.errors import (
+from streamapp.core.errors import (
     AuthenticationFailed,
     PagerDutyError,
     PermissionDenied,
@@ -27,10 +26,11 @@ from streamapp.errors import (
     ServerError,
     UnexpectedStatus,
 )
+from streamapp.core.redact import REDACTOR, Secret
+from streamapp.pagerduty.credentials import ApiKey, Credentials, OAuthClient
 from streamapp.pagerduty.ratelimit import parse_reset
 from streamapp.pagerduty.retry import one_line, transport_error
 from streamapp.pagerduty.urls import check_api_url
-from streamapp.redact import REDACTOR, Secret
 
 #: PagerDuty's documented token lifetime, assumed when the answer omits ``expires_in``
 DEFAULT_TOKEN_LIFETIME = 86400.0

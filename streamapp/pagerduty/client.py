@@ -5,7 +5,7 @@ their exact bytes (``msgspec.Raw``) beside the id and time the collector needs; 
 cannot key (no ``id`` / ``execution_time``, not an object) is put aside as ``Malformed``
 instead of failing the page, for a dead-letter topic.
 
-Errors are those of ``streamapp.errors``; their messages are one line, name the host (never
+Errors are those of ``streamapp.core.errors``; their messages are one line, name the host (never
 the token), and add PagerDuty's own message and code when it sent one. No exception of the
 HTTP layer is chained to them: those hold the request, and the request holds the token.
 """
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
-from streamapp.errors import (
+from streamapp.core.errors import (
     ApiError,
     AuditTrailUnavailable,
     AuthenticationFailed,
@@ -34,7 +34,7 @@ from streamapp.errors import (
     ServerError,
     UnexpectedStatus,
 )
-from streamapp.models import AuditPage, PolledRecord, RecordKey, as_utc, rfc3339
+from streamapp.core.models import AuditPage, PolledRecord, RecordKey, as_utc, rfc3339
 from streamapp.pagerduty.auth import TokenProvider
 from streamapp.pagerduty.ratelimit import RequestGate, gate_for, parse_reset
 from streamapp.pagerduty.retry import RetryPolicy, one_line, transport_error

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from streamapp.errors import (
+from streamapp.core.errors import (
     ConnectFailed,
     PagerDutyError,
     ProtocolError,
     RateLimited,
     RequestTimeout,
 )
-from streamapp.redact import MASK
+from streamapp.core.redact import MASK
 
 
 @dataclass(frozen=True)
