@@ -24,7 +24,7 @@ from bench.common import (
     create_topics,
     kafka_broker,
 )
-from streamapp.simulator import SimulatorThread, generate_records
+from streamapp.devtools.simulator import SimulatorThread, generate_records
 
 NAME = "backfill"
 LATENCY = (0.1, 0.2)

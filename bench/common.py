@@ -26,10 +26,10 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streamapp.broker import EmbeddedBroker
-from streamapp.models import RawEnvelope
-from streamapp.simulator import generate_records
-from streamapp.simulator.data import record_id
+from streamapp.core.models import RawEnvelope
+from streamapp.devtools.broker import EmbeddedBroker
+from streamapp.devtools.simulator import generate_records
+from streamapp.devtools.simulator.data import record_id
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = "pagerduty_audit_logs_raw"

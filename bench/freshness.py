@@ -28,7 +28,7 @@ from bench.common import (
     percentile,
     polling_env,
 )
-from streamapp.simulator import SimulatorThread, generate_records
+from streamapp.devtools.simulator import SimulatorThread, generate_records
 
 NAME = "freshness"
 POLL_INTERVAL = 2.0

@@ -26,7 +26,7 @@ from bench.common import (
     polling_env,
     proc_cpu_seconds,
 )
-from streamapp.simulator import SimulatorThread, generate_records
+from streamapp.devtools.simulator import SimulatorThread, generate_records
 
 NAME = "idle"
 POLL_INTERVAL = 2.0
