@@ -31,7 +31,7 @@ from streamapp.core.redact import Secret
 from streamapp.pagerduty.auth import ApiKeyAuth, OAuthAuth, TokenProvider, make_auth
 from streamapp.pagerduty.client import ACCEPT, Page, PagerDutyClient
 from streamapp.pagerduty.credentials import ApiKey, OAuthClient
-from streamapp.pagerduty.ratelimit import RequestGate, gate_for
+from streamapp.pagerduty.ratelimit import Gates, RequestGate
 from streamapp.pagerduty.retry import RetryPolicy
 
 API_TOKEN = "y_NbAkKc66ryYTWUXYEu"
@@ -75,7 +75,10 @@ class Recorder:
         result = self.handler(request)
         if not isinstance(result, httpx.Response):
             result = await result
-        return result
+        # the client streams bodies: hand back an unread response, as a server would
+        return httpx.Response(
+            result.status_code, headers=result.headers, stream=httpx.ByteStream(result.content)
+        )
 
     def params(self, index: int = -1) -> dict[str, list[str]]:
         return parse_qs(self.requests[index].url.query.decode(), keep_blank_values=True)
@@ -784,11 +787,12 @@ async def test_gate_block_until_holds_every_slot() -> None:
         assert clock.now == 1030
 
 
-def test_gate_for_shares_one_gate_per_fingerprint() -> None:
+def test_gates_share_one_gate_per_fingerprint() -> None:
     key = ApiKeyAuth(ApiKey(Secret(API_TOKEN)))
     other = ApiKeyAuth(ApiKey(Secret("another-token-value")))
-    assert gate_for(key.fingerprint) is gate_for(key.fingerprint)
-    assert gate_for(key.fingerprint) is not gate_for(other.fingerprint)
+    gates = Gates()
+    assert gates.for_token(key.fingerprint) is gates.for_token(key.fingerprint)
+    assert gates.for_token(key.fingerprint) is not gates.for_token(other.fingerprint)
     assert API_TOKEN not in key.fingerprint
 
 

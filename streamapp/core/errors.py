@@ -8,12 +8,16 @@
         │   ├── RequestTimeout
         │   └── ConnectFailed       DNS, refused, reset, TLS
         ├── ProtocolError           an answer we cannot read (not JSON, wrong shape)
+        │   └── BoundExceeded       an answer past a bound (size, pages): not retried
+        │       ├── ResponseTooLarge
+        │       └── WalkTooLong
         └── ApiError                an HTTP error status from PagerDuty
             ├── BadRequest          400
             ├── AuthenticationFailed 401: wrong token or wrong region
             ├── AuditTrailUnavailable 402: the plan lacks Audit Trail
             ├── PermissionDenied    403: not admin/owner, or scope missing
             ├── RateLimited         429 (retryable)
+            │   └── RateLimitWait   the token is paused longer than the caller waits
             ├── ServerError         5xx (retryable)
             └── UnexpectedStatus    anything else
 
@@ -63,6 +67,27 @@ class ProtocolError(PagerDutyError):
     retryable = True
 
 
+class BoundExceeded(ProtocolError):
+    """An answer went past one of the collector's bounds (its message names the bound).
+
+    Not retried within a poll: the same answer would most likely trip it again. Health
+    raises ``source_degraded`` at once for it, naming the bound.
+    """
+
+    kind = "bound_exceeded"
+    retryable = False
+
+
+class ResponseTooLarge(BoundExceeded):
+    kind = "response_too_large"
+
+
+class WalkTooLong(BoundExceeded):
+    """A window's cursor walk went on past the page bound, or kept handing out empty pages."""
+
+    kind = "walk_too_long"
+
+
 class ApiError(PagerDutyError):
     kind = "api_error"
 
@@ -103,6 +128,13 @@ class RateLimited(ApiError):
         super().__init__(message, status=status, code=code)
         #: seconds until the rate-limit window resets, when PagerDuty said so
         self.reset_after = reset_after
+
+
+class RateLimitWait(RateLimited):
+    """PagerDuty asked this token to wait longer than the caller is willing to block."""
+
+    kind = "rate_limit_wait"
+    retryable = False
 
 
 class ServerError(ApiError):

@@ -5,9 +5,17 @@ their exact bytes (``msgspec.Raw``) beside the id and time the collector needs; 
 cannot key (no ``id`` / ``execution_time``, not an object) is put aside as ``Malformed``
 instead of failing the page, for a dead-letter topic.
 
-Errors are those of ``streamapp.core.errors``; their messages are one line, name the host (never
-the token), and add PagerDuty's own message and code when it sent one. No exception of the
-HTTP layer is chained to them: those hold the request, and the request holds the token.
+Hostile or broken answers are bounded: every request has one deadline for all of it and a
+cap on the body's size (``streamapp.pagerduty.body``); a record nested deeper than
+``max_depth`` is put aside as malformed, and a page too deep for the decoder is split by an
+iterative scanner so its other records still arrive; a window's walk stops after
+``max_pages`` pages or a run of empty pages that each name a next one. A 429 asking to wait
+longer than ``max_wait`` fails at once (``RateLimitWait``) instead of blocking for it.
+
+Errors are those of ``streamapp.core.errors``; their messages are one line, name the host
+(never the token), and add PagerDuty's own message and code when it sent one. No exception
+of the HTTP layer is chained to them: those hold the request, and the request holds the
+token.
 """
 
 from __future__ import annotations
@@ -31,19 +39,29 @@ from streamapp.core.errors import (
     PermissionDenied,
     ProtocolError,
     RateLimited,
+    RateLimitWait,
     ServerError,
     UnexpectedStatus,
+    WalkTooLong,
 )
+from streamapp.core.jsonscan import NotAPage, nesting_depth, split_page
 from streamapp.core.models import AuditPage, PolledRecord, RecordKey, as_utc, rfc3339
 from streamapp.pagerduty.auth import TokenProvider
-from streamapp.pagerduty.ratelimit import RequestGate, gate_for, parse_reset
-from streamapp.pagerduty.retry import RetryPolicy, one_line, transport_error
+from streamapp.pagerduty.body import Answer, Limits, exchange
+from streamapp.pagerduty.ratelimit import RequestGate, TokenPaused, parse_reset
+from streamapp.pagerduty.retry import RetryPolicy, one_line
 from streamapp.pagerduty.urls import EU_API_URL, US_API_URL, check_api_url
 
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 #: PagerDuty refuses a wider window with 400
 MAX_WINDOW = timedelta(days=31)
 AUDIT_RECORDS_PATH = "/audit/records"
+#: deepest nesting of arrays and objects a record may have (PagerDuty's records nest ~6)
+DEFAULT_MAX_DEPTH = 64
+#: empty pages in a row that each name a next page before the walk is given up
+MAX_EMPTY_PAGES = 10
+#: a body this large is decoded off the event loop
+LARGE_BODY = 1024 * 1024
 
 
 class Malformed(msgspec.Struct, kw_only=True, frozen=True):
@@ -51,6 +69,8 @@ class Malformed(msgspec.Struct, kw_only=True, frozen=True):
 
     raw: bytes
     reason: str
+    #: the record's ``id`` when one could be read (the dead letter is keyed by it)
+    id: str | None = None
 
 
 class Page(msgspec.Struct, kw_only=True, frozen=True):
@@ -69,6 +89,13 @@ _PAGE = msgspec.json.Decoder(AuditPage)
 _KEY = msgspec.json.Decoder(RecordKey)
 _ANY = msgspec.json.Decoder()
 
+
+class _IdOnly(msgspec.Struct):
+    id: str
+
+
+_ID = msgspec.json.Decoder(_IdOnly)
+
 Params = Sequence[tuple[str, str]]
 
 
@@ -85,6 +112,9 @@ class PagerDutyClient:
         clock: Callable[[], float] = time.monotonic,
         timeout: float = 30.0,
         on_answer: Callable[[str], None] | None = None,
+        max_response_bytes: int = 16 * 1024 * 1024,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_wait: float | None = None,
     ) -> None:
         self._base_url = check_api_url(base_url)
         #: told of every attempt's outcome: the HTTP status, or the transport error's kind
@@ -94,11 +124,15 @@ class PagerDutyClient:
         self._url = self._base_url + AUDIT_RECORDS_PATH
         self._http = http
         self._auth = auth
-        self._gate = gate if gate is not None else gate_for(auth.fingerprint)
+        self._gate = gate if gate is not None else RequestGate()
         self._retry = retry
         self._sleep = sleep
         self._clock = clock
         self._timeout = timeout
+        self._limits = Limits(timeout, max_response_bytes, max_response_bytes)
+        self._max_depth = max_depth
+        #: the longest pause (429 ``ratelimit-reset``) a request waits out; None = any
+        self.max_wait = max_wait
 
     @property
     def base_url(self) -> str:
@@ -122,18 +156,29 @@ class PagerDutyClient:
         return await self._request(params, probe=False)
 
     async def pages(
-        self, *, since: datetime, until: datetime, limit: int = 100
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        limit: int = 100,
+        max_pages: int | None = None,
     ) -> AsyncIterator[Page]:
         """Every page of the window, following ``next_cursor`` to the last page.
 
         The original ``since``/``until`` go with every cursor. A cursor that comes back a
-        second time would loop forever: ProtocolError.
+        second time would loop forever: ProtocolError. More than ``max_pages`` pages (default:
+        :func:`page_bound` of the window), or ``MAX_EMPTY_PAGES`` empty pages in a row that
+        each name a next page: WalkTooLong.
         """
         _page_params(since, until, None, limit)  # refuse a bad window before any request
+        bound = max_pages if max_pages is not None else page_bound(until - since, limit)
         cursor: str | None = None
         seen: set[str] = set()
+        count = empty = 0
         while True:
             page = await self.get_page(since=since, until=until, cursor=cursor, limit=limit)
+            count += 1
+            empty = empty + 1 if not page.records and not page.malformed else 0
             yield page
             if not page.next_cursor:
                 return
@@ -141,6 +186,17 @@ class PagerDutyClient:
                 raise ProtocolError(
                     f"{self._what} returned a next_cursor it had already returned in this"
                     " walk; stopping instead of looping"
+                )
+            if count >= bound or empty >= MAX_EMPTY_PAGES:
+                what = (
+                    f"{empty} empty pages in a row that each named a next page"
+                    if empty >= MAX_EMPTY_PAGES
+                    else f"more than {bound:,} pages for a window of {until - since}"
+                    " (STREAMAPP_MAX_PAGES_PER_WINDOW)"
+                )
+                raise WalkTooLong(
+                    f"{self._what} kept paging: {what}; the walk was stopped and the window"
+                    " will be asked for again at the next poll"
                 )
             seen.add(page.next_cursor)
             cursor = page.next_cursor
@@ -160,8 +216,8 @@ class PagerDutyClient:
             authorization: str | None = None
             try:
                 authorization = await self._auth.authorization()
-                response = await self._send(params, authorization)
-                return self._read(response, authorization, attempt)
+                answer = await self._send(params, authorization)
+                return await self._read(answer, authorization, attempt)
             except PagerDutyError as exc:
                 failure = exc
             # decided outside the ``except`` so nothing gets chained to what is raised
@@ -178,10 +234,12 @@ class PagerDutyClient:
                 reauthenticated = True
                 continue
             delay: float | None = None
-            if isinstance(failure, RateLimited):
+            if isinstance(failure, RateLimited) and not isinstance(failure, RateLimitWait):
                 delay = retry.delay_for(attempt, failure)
                 if from_api:  # every user of this token waits, not only this request
                     self._gate.block_until(self._clock() + delay)
+                if self.max_wait is not None and delay > self.max_wait:
+                    raise self._paused(delay)
             client_error = isinstance(failure, ApiError) and 400 <= failure.status < 500
             if not failure.retryable or attempt >= retry.max_attempts or (probe and client_error):
                 raise failure
@@ -189,75 +247,120 @@ class PagerDutyClient:
                 delay = retry.delay_for(attempt, failure)
             await self._sleep(delay)
 
-    async def _send(self, params: Params, authorization: str) -> httpx.Response:
+    def _paused(self, seconds: float) -> RateLimitWait:
+        return RateLimitWait(
+            f"{self._what} asked this token to pause for {seconds:.0f} s (ratelimit-reset),"
+            f" longer than the {self.max_wait:g} s a poll waits; no request is sent with it"
+            " until then",
+            reset_after=seconds,
+        )
+
+    async def _send(self, params: Params, authorization: str) -> Answer:
         headers = {"Accept": ACCEPT, "Authorization": authorization}
         failure: PagerDutyError | None = None
-        async with self._gate.slot():
-            try:
-                response = await self._http.get(
-                    self._url,
-                    params=list(params),
-                    headers=headers,
-                    timeout=self._timeout,
-                    follow_redirects=False,  # never carry the token to another host
-                )
-            except (httpx.RequestError, OSError) as exc:
-                failure = transport_error(exc, what=self._what, hide=_secrets(authorization))
+        try:
+            async with self._gate.slot(max_block=self.max_wait):
+                try:
+                    answer = await exchange(
+                        self._http,
+                        self._url,
+                        params=params,
+                        headers=headers,
+                        limits=self._limits,
+                        what=self._what,
+                        hide=_secrets(authorization),
+                    )
+                except PagerDutyError as exc:
+                    failure = exc
+        except TokenPaused as paused:
+            failure = self._paused(paused.seconds)
+            raise failure from None
         if self._on_answer is not None:
-            self._on_answer(failure.kind if failure is not None else str(response.status_code))
+            self._on_answer(failure.kind if failure is not None else str(answer.status))
         if failure is not None:
             raise failure
-        return response
+        return answer
 
-    def _read(self, response: httpx.Response, authorization: str, attempt: int) -> Page:
-        status = response.status_code
-        reset = parse_reset(response.headers)
-        if reset is not None and response.headers.get("ratelimit-remaining", "").strip() == "0":
+    async def _read(self, answer: Answer, authorization: str, attempt: int) -> Page:
+        status = answer.status
+        reset = parse_reset(answer.headers)
+        if reset is not None and answer.headers.get("ratelimit-remaining", "").strip() == "0":
             # the budget is spent: hold every user of the token until the window resets
             self._gate.block_until(self._clock() + reset)
         if 200 <= status < 300:
-            return self._decode(response.content, status, attempt)
-        raise self._status_error(response, _secrets(authorization))
+            if len(answer.body) > LARGE_BODY:  # keep the loop answering while a big one decodes
+                return await asyncio.to_thread(self._decode, answer.body, status, attempt)
+            return self._decode(answer.body, status, attempt)
+        raise self._status_error(answer, _secrets(authorization))
 
     def _decode(self, body: bytes, status: int, attempt: int) -> Page:
         failure: ProtocolError | None = None
+        raws: list[bytes] | list[msgspec.Raw] = []
+        ids: list[str | None] = []
+        next_cursor: str | None = None
+        page_limit: int | None = None
         try:
             page = _PAGE.decode(body)
+            raws, next_cursor, page_limit = page.records, page.next_cursor, page.limit
+        except RecursionError:
+            # a record nests too deeply for the decoder: take the page apart without one
+            try:
+                split = split_page(body, max_depth=self._max_depth)
+                raws, ids = split.records, split.ids
+                next_cursor, page_limit = split.next_cursor, split.limit
+            except NotAPage as exc:
+                failure = self._not_a_page(status, str(exc))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            failure = ProtocolError(
-                f"{self._what} answered {status} with a body that is not an audit-records page"
-                f" ({one_line(str(exc))})"
-            )
+            failure = self._not_a_page(status, one_line(str(exc)))
         if failure is not None:
             raise failure
         records: list[PolledRecord] = []
         malformed: list[Malformed] = []
-        for raw in page.records:
-            try:
-                key = _KEY.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                malformed.append(Malformed(raw=bytes(raw), reason=one_line(str(exc))))
-                continue
-            if not key.id:
-                malformed.append(Malformed(raw=bytes(raw), reason="record has an empty `id`"))
-                continue
-            records.append(
-                PolledRecord(id=key.id, execution_time=as_utc(key.execution_time), raw=raw)
-            )
+        for index, raw in enumerate(raws):
+            known_id = ids[index] if ids else None
+            item = self._record(bytes(raw) if ids else raw, known_id)
+            if isinstance(item, Malformed):
+                malformed.append(item)
+            else:
+                records.append(item)
         return Page(
             records=records,
             malformed=malformed,
-            next_cursor=page.next_cursor,
-            limit=page.limit,
+            next_cursor=next_cursor,
+            limit=page_limit,
             status=status,
             request_count=attempt,
         )
 
+    def _not_a_page(self, status: int, why: str) -> ProtocolError:
+        return ProtocolError(
+            f"{self._what} answered {status} with a body that is not an audit-records page ({why})"
+        )
+
+    def _record(self, raw: bytes | msgspec.Raw, known_id: str | None) -> PolledRecord | Malformed:
+        """A record keyed by id and time, or put aside with why."""
+        data = bytes(raw)
+        if nesting_depth(data, self._max_depth) > self._max_depth:
+            return Malformed(
+                raw=data,
+                reason=f"the record nests deeper than {self._max_depth} levels"
+                " (STREAMAPP_MAX_JSON_DEPTH)",
+                id=known_id or _id_of(data),
+            )
+        try:
+            key = _KEY.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return Malformed(raw=data, reason=one_line(str(exc)), id=known_id or _id_of(data))
+        if not key.id:
+            return Malformed(raw=data, reason="record has an empty `id`")
+        raw_value = raw if isinstance(raw, msgspec.Raw) else msgspec.Raw(raw)
+        return PolledRecord(id=key.id, execution_time=as_utc(key.execution_time), raw=raw_value)
+
     # --- errors ---------------------------------------------------------------------------
 
-    def _status_error(self, response: httpx.Response, hide: Sequence[str]) -> ApiError:
-        status = response.status_code
-        said, code = _pagerduty_says(response.content, hide)
+    def _status_error(self, response: Answer, hide: Sequence[str]) -> ApiError:
+        status = response.status
+        said, code = _pagerduty_says(response.body, hide)
         what = self._what
         if status == 400:
             return BadRequest(
@@ -313,6 +416,26 @@ class PagerDutyClient:
         return UnexpectedStatus(
             f"{what} answered an unexpected {status}{where}{said}", status=status, code=code
         )
+
+
+def page_bound(span: timedelta, limit: int = 100) -> int:
+    """The most pages a walk of a window of ``span`` may take.
+
+    PagerDuty documents no maximum rate of audit records. A hundred records a second,
+    sustained over the whole window, is ten times what a very busy account produces at its
+    peak; that many pages plus a hundred is generous and still stops a server that pages
+    for ever.
+    """
+    seconds = max(span.total_seconds(), 1.0)
+    return int(seconds * 100 // max(limit, 1)) + 100
+
+
+def _id_of(data: bytes) -> str | None:
+    try:
+        found = _ID.decode(data).id
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    return found or None
 
 
 def _secrets(authorization: str) -> tuple[str, str]:

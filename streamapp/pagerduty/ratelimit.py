@@ -1,9 +1,11 @@
-"""One gate per PagerDuty token: serial requests, at most 960 a minute, and a shared pause.
+"""One gate per PagerDuty token: bounded requests in flight, at most 960 a minute, a shared pause.
 
-PagerDuty asks for serial requests per token, allows 960 requests per minute per key (or
-app), and asks clients to wait ``ratelimit-reset`` seconds after a 429. Every source using
-the same token must therefore share one gate: ``gate_for(fingerprint)`` keeps a process-wide
-registry keyed by the token's fingerprint (never by the token itself).
+PagerDuty allows 960 requests per minute per key (or app), asks clients to wait
+``ratelimit-reset`` seconds after a 429, and asks for serial requests per token. Every
+source using the same token must therefore share one gate: ``gate_for(fingerprint)`` keeps a
+process-wide registry keyed by the token's fingerprint (never by the token itself). A gate
+lets one request at a time through by default; a backfill may widen that to a few
+(``in_flight``) so it is bounded by the rate limit rather than by one round trip.
 
     gate = gate_for(auth.fingerprint)
     async with gate.slot():
@@ -40,16 +42,23 @@ class RequestGate:
         window: float = WINDOW_SECONDS,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        in_flight: int = 1,
     ) -> None:
         if per_minute < 1:
             raise ValueError(f"per_minute must be at least 1, got {per_minute}")
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, got {in_flight}")
         if window <= 0:
             raise ValueError(f"window must be positive, got {window}")
         self.per_minute = per_minute
         self.window = window
         self._clock = clock
         self._sleep = sleep
+        #: turns to start a request (one at a time, so the spacing below holds)
         self._lock = asyncio.Lock()
+        #: requests started and not yet answered
+        self._flight = asyncio.Semaphore(in_flight)
+        self.in_flight = in_flight
         self._starts: deque[float] = deque()
         self._blocked_until = float("-inf")
 
@@ -74,25 +83,49 @@ class RequestGate:
             return self._starts[0] + self.window - now
         return 0.0
 
+    def blocked_for(self) -> float:
+        """Seconds until a 429's pause ends (0 when there is none)."""
+        return max(0.0, self._blocked_until - self._clock())
+
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold the token for one request: waits for its turn, a block, and the rate limit."""
-        async with self._lock:
-            while (delay := self._wait_needed()) > 0:
-                await self._sleep(delay)
-            self._starts.append(self._clock())
+    async def slot(self, *, max_block: float | None = None) -> AsyncIterator[None]:
+        """Hold the token for one request: waits for its turn, a block, and the rate limit.
+
+        With ``max_block``, a pause (after a 429) longer than that many seconds raises
+        ``TokenPaused`` at once instead of waiting it out.
+        """
+        async with self._flight:
+            async with self._lock:
+                while (delay := self._wait_needed()) > 0:
+                    if max_block is not None and self.blocked_for() > max_block:
+                        raise TokenPaused(self.blocked_for())
+                    await self._sleep(delay)
+                self._starts.append(self._clock())
             yield
 
 
-_GATES: dict[str, RequestGate] = {}
+class TokenPaused(Exception):
+    """The token is paused (by a 429's ``ratelimit-reset``) for longer than the caller waits."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"paused for {seconds:.0f} s more")
+        self.seconds = seconds
 
 
-def gate_for(fingerprint: str, per_minute: int = DEFAULT_PER_MINUTE) -> RequestGate:
-    """The process-wide gate of one token; the first caller's ``per_minute`` wins."""
-    gate = _GATES.get(fingerprint)
-    if gate is None:
-        gate = _GATES[fingerprint] = RequestGate(per_minute)
-    return gate
+class Gates:
+    """The gates of one process, one per token fingerprint, shared by every client built
+    from the same registry (polls, backfills and verify of sources that share a token)."""
+
+    def __init__(self, per_minute: int = DEFAULT_PER_MINUTE, in_flight: int = 1) -> None:
+        self.per_minute = per_minute
+        self.in_flight = in_flight
+        self._gates: dict[str, RequestGate] = {}
+
+    def for_token(self, fingerprint: str) -> RequestGate:
+        gate = self._gates.get(fingerprint)
+        if gate is None:
+            gate = self._gates[fingerprint] = RequestGate(self.per_minute, in_flight=self.in_flight)
+        return gate
 
 
 #: a ``ratelimit-reset`` above this is not "seconds until the window resets" as documented
