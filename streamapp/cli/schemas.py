@@ -34,7 +34,7 @@ SCHEMAS: Final[dict[str, tuple[Any, str]]] = {
     ),
     "pagerduty_audit_logs.ocsf.schema.json": (
         OcsfDocument,
-        "A PagerDuty audit record as an OCSF 1.3.0 event (optional rendering).",
+        "A PagerDuty audit record as an OCSF 1.4.0 event (optional rendering).",
     ),
     "pagerduty_audit_logs_raw.schema.json": (
         RawEnvelope,

@@ -104,7 +104,10 @@ class OutputDocument(msgspec.Struct, kw_only=True, frozen=True):
     ]
 
 
-# --- OCSF (https://schema.ocsf.io/1.3.0) -------------------------------------------------
+# --- OCSF (https://schema.ocsf.io/1.4.0) -------------------------------------------------
+# Unlike the output document, an OCSF event never holds ``null``: the official schema types
+# every attribute and forbids the attributes of other classes, so what is unknown or does
+# not belong to the event's class is left out (``UNSET``, never encoded).
 
 
 class OcsfProduct(msgspec.Struct, kw_only=True, frozen=True):
@@ -113,52 +116,55 @@ class OcsfProduct(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class OcsfMetadata(msgspec.Struct, kw_only=True, frozen=True):
-    version: str = "1.3.0"
+    version: str = "1.4.0"
     product: OcsfProduct = OcsfProduct()
     #: the audit record's id
     uid: str
     #: the record's ``execution_time`` as PagerDuty sent it (normalised to RFC 3339 UTC)
     original_time: str
     #: when we ingested the record, ms since the epoch
-    logged_time: int | None = None
+    logged_time: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class OcsfUser(msgspec.Struct, kw_only=True, frozen=True):
-    uid: str | None = None
-    name: str | None = None
+    uid: str | msgspec.UnsetType = msgspec.UNSET
+    name: str | msgspec.UnsetType = msgspec.UNSET
     #: OCSF user type caption (``User``, ``Other``, ``Unknown``)
-    type: str | None = None
-    type_id: int | None = None
+    type: str | msgspec.UnsetType = msgspec.UNSET
+    type_id: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class OcsfActor(msgspec.Struct, kw_only=True, frozen=True):
-    user: OcsfUser | None = None
-    app_uid: str | None = None
-    app_name: str | None = None
+    user: OcsfUser | msgspec.UnsetType = msgspec.UNSET
+    app_uid: str | msgspec.UnsetType = msgspec.UNSET
+    app_name: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class OcsfEndpoint(msgspec.Struct, kw_only=True, frozen=True):
-    ip: str | None = None
+    #: the record's ``remote_address`` when it is an IP address
+    ip: str | msgspec.UnsetType = msgspec.UNSET
+    #: ``Unknown`` when an API Activity's source has no address
+    name: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class OcsfRequest(msgspec.Struct, kw_only=True, frozen=True):
-    uid: str | None = None
+    uid: str
 
 
 class OcsfApi(msgspec.Struct, kw_only=True, frozen=True):
     operation: str
-    request: OcsfRequest | None = None
+    request: OcsfRequest | msgspec.UnsetType = msgspec.UNSET
 
 
 class OcsfResource(msgspec.Struct, kw_only=True, frozen=True):
-    uid: str | None = None
-    name: str | None = None
-    type: str | None = None
+    uid: str | msgspec.UnsetType = msgspec.UNSET
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    type: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class OcsfGroup(msgspec.Struct, kw_only=True, frozen=True):
-    uid: str | None = None
-    name: str | None = None
+    uid: str | msgspec.UnsetType = msgspec.UNSET
+    name: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class OcsfUnmapped(msgspec.Struct, kw_only=True, frozen=True):
@@ -166,17 +172,26 @@ class OcsfUnmapped(msgspec.Struct, kw_only=True, frozen=True):
 
     source_name: str
     category: str
-    actor_type: str | None = None
-    auth_method: str | None = None
-    auth_description: str | None = None
-    truncated_token: str | None = None
+    #: IAM classes, which have no ``api``: the event name and the request id
+    event_name: str | msgspec.UnsetType = msgspec.UNSET
+    request_id: str | msgspec.UnsetType = msgspec.UNSET
+    #: a ``remote_address`` that is not an IP address (``src_endpoint.ip`` must be one)
+    src_ip: str | msgspec.UnsetType = msgspec.UNSET
+    actor_type: str | msgspec.UnsetType = msgspec.UNSET
+    auth_method: str | msgspec.UnsetType = msgspec.UNSET
+    auth_description: str | msgspec.UnsetType = msgspec.UNSET
+    truncated_token: str | msgspec.UnsetType = msgspec.UNSET
     changes: list[Change] = []
     references_added: list[ReferenceChange] = []
     references_removed: list[ReferenceChange] = []
 
 
 class OcsfDocument(msgspec.Struct, kw_only=True, frozen=True):
-    """One audit record as an OCSF 1.3.0 event (``streamapp.core.ocsf`` maps the classes)."""
+    """One audit record as an OCSF 1.4.0 event (``streamapp.core.ocsf`` maps the classes).
+
+    An event holds only attributes of its class: ``api`` and ``resources`` appear in API
+    Activity only; ``user``, ``group``, ``privileges``, ``resource`` and ``entity`` only in
+    the IAM classes that define them."""
 
     class_uid: int
     class_name: str
@@ -194,18 +209,22 @@ class OcsfDocument(msgspec.Struct, kw_only=True, frozen=True):
     time: int
     message: str
     metadata: OcsfMetadata
-    actor: OcsfActor | None = None
-    src_endpoint: OcsfEndpoint | None = None
-    api: OcsfApi
-    resources: list[OcsfResource] = []
-    #: Account Change / User Access Management: the user acted on
-    user: OcsfUser | None = None
+    actor: OcsfActor | msgspec.UnsetType = msgspec.UNSET
+    src_endpoint: OcsfEndpoint | msgspec.UnsetType = msgspec.UNSET
+    #: API Activity: the event name and the request id
+    api: OcsfApi | msgspec.UnsetType = msgspec.UNSET
+    #: API Activity: the root resource, then the changed object when it is another one
+    resources: list[OcsfResource] | msgspec.UnsetType = msgspec.UNSET
+    #: Account Change / User Access Management: the user acted on; Group Management: the member
+    user: OcsfUser | msgspec.UnsetType = msgspec.UNSET
     #: Group Management: the team
-    group: OcsfGroup | None = None
+    group: OcsfGroup | msgspec.UnsetType = msgspec.UNSET
     #: User Access Management: the role values granted
-    privileges: list[str] | None = None
+    privileges: list[str] | msgspec.UnsetType = msgspec.UNSET
+    #: User Access Management: what the role gives access to (the team), if not the user
+    resource: OcsfResource | msgspec.UnsetType = msgspec.UNSET
     #: Entity Management: the object managed
-    entity: OcsfResource | None = None
+    entity: OcsfResource | msgspec.UnsetType = msgspec.UNSET
     unmapped: OcsfUnmapped
     #: the audit record as PagerDuty returned it, as text
-    raw_data: str | None = None
+    raw_data: str | msgspec.UnsetType = msgspec.UNSET
