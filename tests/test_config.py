@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +23,21 @@ from streamapp.config import (
     load_sources_file,
     unknown_variables,
 )
+from streamapp.config.security import KafkaSecurity
+from streamapp.config.spec import (
+    Setting,
+    boolean,
+    byte_size,
+    duration,
+    format_bytes,
+    host,
+    integer,
+    integer_or_auto,
+    path,
+    readable_file,
+    topic,
+)
+from streamapp.config.variables import SPEC
 from streamapp.core.errors import ConfigError
 from streamapp.core.redact import REDACTOR, Secret
 from streamapp.pagerduty.credentials import DEFAULT_TOKEN_URL, ApiKey, OAuthClient
@@ -894,3 +912,156 @@ def test_environment_api_url_is_the_default_for_file_sources(tmp_path: Path) -> 
 def test_unknown_variables_reports_likely_typos() -> None:
     environment = env(PAGERDUTY_POLL_INTERVALL="5", STREAMAPP_LOG_LEVEL="info", HOME="/root")
     assert unknown_variables(environment) == ["PAGERDUTY_POLL_INTERVALL"]
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def spec_setting(**fields: object) -> Setting:
+    """A setting outside SPEC, declared the way a new SPEC entry would be."""
+    declared: dict[str, object] = {"name": "STREAMAPP_NEW", "default": None, "meaning": "m"}
+    return Setting(**(declared | fields))  # type: ignore[arg-type]
+
+
+def spec_error(setting: Setting, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        setting.read({setting.name: text})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{setting.name}: "), message
+    return message
+
+
+def test_settings_table_is_generated_from_the_spec() -> None:
+    assert [(s.name, s.shown, s.meaning) for s in SPEC] == SETTINGS_TABLE
+    assert not unknown_variables({s.name: "x" for s in SPEC})
+
+
+def test_every_spec_destination_is_a_field_of_its_dataclass() -> None:
+    targets = {
+        "": Settings,
+        "topics": Topics,
+        "source": SourceDefaults,
+        "kafka_security": KafkaSecurity,
+    }
+    fed: dict[str, set[str]] = {group: set() for group in targets}
+    for setting in SPEC:
+        if setting.group is not None:
+            assert setting.attr in {f.name for f in fields(targets[setting.group])}, setting.name
+            fed[setting.group].add(setting.attr)
+    # the fields no single variable sets: built by load_settings from several
+    derived = {
+        "": {"sources", "topics", "router", "kafka_security"},
+        "topics": set(),
+        "source": {"channels"},
+        "kafka_security": {"sasl_password"},
+    }
+    for group, target in targets.items():
+        assert {f.name for f in fields(target)} == fed[group] | derived[group], group
+
+
+def test_dataclass_defaults_are_the_spec_defaults() -> None:
+    settings = load_settings({}, require_sources=False)
+    assert settings.topics == Topics()
+    assert settings.kafka_security == KafkaSecurity()
+    defaults = SourceDefaults()
+    for setting in SPEC:
+        if setting.group == "source":
+            assert getattr(defaults, setting.attr) == setting.value
+        elif setting.group == "":
+            assert getattr(settings, setting.attr) == setting.value, setting.name
+
+
+def test_a_default_outside_its_own_bounds_fails_at_declaration() -> None:
+    with pytest.raises(ConfigError, match=r"^STREAMAPP_NEW: must be between 1 and 10, got 11$"):
+        spec_setting(parser=integer(1, 10), default="11")
+
+
+def test_a_setting_reads_blank_as_its_default_and_strips_the_rest() -> None:
+    setting = spec_setting(parser=integer(1, 10), default="3")
+    assert setting.read({}) == 3
+    assert setting.read({"STREAMAPP_NEW": "  "}) == 3
+    assert setting.read({"STREAMAPP_NEW": " 7\n"}) == 7
+    assert setting.shown == "`3`"
+    assert spec_setting(parser=path).shown == "—"
+    assert spec_setting(parser=path, unset="system CAs").shown == "system CAs"
+
+
+def test_byte_sizes() -> None:
+    setting = spec_setting(parser=byte_size(1024, 64 * 1024**2), default="16MiB")
+    assert setting.value == 16 * 1024**2
+    assert setting.shown == "`16MiB`"
+    assert setting.read({"STREAMAPP_NEW": "512KiB"}) == 512 * 1024
+    assert setting.read({"STREAMAPP_NEW": "2 MB"}) == 2_000_000
+    assert setting.read({"STREAMAPP_NEW": "4096"}) == 4096
+    assert "expected a size such as" in spec_error(setting, "16 megs")
+    assert "expected a size such as" in spec_error(setting, "1.5MiB")
+    assert spec_error(setting, "65MiB") == (
+        "STREAMAPP_NEW: must be between 1KiB and 64MiB, got '65MiB'"
+    )
+    assert format_bytes(1536) == "1536B" and format_bytes(3 * 1024**3) == "3GiB"
+
+
+def test_optional_integer_with_an_auto_default() -> None:
+    setting = spec_setting(parser=integer_or_auto(1, 1000), default="auto")
+    assert setting.value is None and setting.shown == "`auto`"
+    assert setting.read({"STREAMAPP_NEW": "AUTO"}) is None
+    assert setting.read({"STREAMAPP_NEW": "50"}) == 50
+    assert spec_error(setting, "0") == "STREAMAPP_NEW: must be between 1 and 1000, got 0"
+    assert "expected an integer" in spec_error(setting, "many")
+
+
+def test_hosts() -> None:
+    setting = spec_setting(parser=host, default="127.0.0.1")
+    assert setting.value == "127.0.0.1"
+    for value in ("0.0.0.0", "::", "localhost", "web.internal", "a-b.example.com."):
+        assert setting.read({"STREAMAPP_NEW": value}) == value
+    for value in ("bad host", "http://x", "-x.example", "x" * 64, "[::1]"):
+        assert "expected an IP address or a host name" in spec_error(setting, value)
+
+
+def test_optional_readable_file(tmp_path: Path) -> None:
+    setting = spec_setting(parser=readable_file)
+    assert setting.read({}) is None
+    existing = write(tmp_path, "db", "geo.mmdb")
+    assert setting.read({"STREAMAPP_NEW": str(existing)}) == str(existing)
+    missing = tmp_path / "none.mmdb"
+    assert spec_error(setting, str(missing)) == (
+        f"STREAMAPP_NEW: {str(missing)!r} is not a readable file"
+    )
+
+
+def test_durations_booleans_and_topics_as_new_settings() -> None:
+    every = spec_setting(parser=duration(minimum=timedelta(seconds=5)), default="1m")
+    assert every.value == timedelta(minutes=1)
+    assert every.read({"STREAMAPP_NEW": "90"}) == timedelta(seconds=90)
+    assert spec_error(every, "1s") == "STREAMAPP_NEW: must be at least 5s, got '1s'"
+    flag = spec_setting(parser=boolean, default="false")
+    assert flag.value is False and flag.read({"STREAMAPP_NEW": "on"}) is True
+    name = spec_setting(parser=topic, default="audit.extra")
+    assert name.value == "audit.extra"
+    assert "a Kafka topic name" in spec_error(name, "no spaces")
+
+
+def test_sasl_password_and_its_file_together_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka-pw-0123", "pw")
+    message = config_error(
+        env(
+            STREAMAPP_KAFKA_SASL_PASSWORD="kafka-pw-0123",
+            STREAMAPP_KAFKA_SASL_PASSWORD_FILE=str(path),
+        )
+    )
+    assert message.startswith("STREAMAPP_KAFKA_SASL_PASSWORD_FILE: ")
+    assert "not both" in message and "kafka-pw-0123" not in message
+
+
+def test_the_config_package_imports_no_framework() -> None:
+    code = (
+        "import sys, streamapp.config; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'faust', 'aiokafka', 'httpx', 'mode'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -6,6 +6,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal
 
+from streamapp.config.variables import DEFAULTS
 from streamapp.core.redact import Secret
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -14,13 +15,14 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 @dataclass(frozen=True)
 class KafkaSecurity:
-    protocol: SecurityProtocol = "PLAINTEXT"
-    sasl_mechanism: SaslMechanism = "PLAIN"
-    sasl_username: str | None = None
+    protocol: SecurityProtocol = DEFAULTS["kafka_security.protocol"]
+    sasl_mechanism: SaslMechanism = DEFAULTS["kafka_security.sasl_mechanism"]
+    sasl_username: str | None = DEFAULTS["kafka_security.sasl_username"]
+    #: from STREAMAPP_KAFKA_SASL_PASSWORD or STREAMAPP_KAFKA_SASL_PASSWORD_FILE
     sasl_password: Secret | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
+    ssl_cafile: str | None = DEFAULTS["kafka_security.ssl_cafile"]
+    ssl_certfile: str | None = DEFAULTS["kafka_security.ssl_certfile"]
+    ssl_keyfile: str | None = DEFAULTS["kafka_security.ssl_keyfile"]
 
     @property
     def uses_ssl(self) -> bool:
