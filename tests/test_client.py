@@ -27,9 +27,10 @@ from streamapp.core.errors import (
     ServerError,
     UnexpectedStatus,
 )
+from streamapp.core.models import Page
 from streamapp.core.redact import Secret
 from streamapp.pagerduty.auth import ApiKeyAuth, OAuthAuth, TokenProvider, make_auth
-from streamapp.pagerduty.client import ACCEPT, Page, PagerDutyClient
+from streamapp.pagerduty.client import ACCEPT, PagerDutyClient
 from streamapp.pagerduty.credentials import ApiKey, OAuthClient
 from streamapp.pagerduty.ratelimit import Gates, RequestGate
 from streamapp.pagerduty.retry import RetryPolicy

@@ -254,7 +254,13 @@ async def test_backfill_publishes_every_record_and_resumes_after_a_failed_window
         sim.add_records(records)
         # page 3 first happens in window 2: it fails there after both attempts
         sim.add_fault(FaultRule(status=503, page=3, times=2))
-        env = command_env(kafka, sim.base_url, STREAMAPP_HTTP_RETRY_ATTEMPTS="2")
+        # one window at a time, so the fault on page 3 falls in window 2 as planned
+        env = command_env(
+            kafka,
+            sim.base_url,
+            STREAMAPP_HTTP_RETRY_ATTEMPTS="2",
+            STREAMAPP_BACKFILL_CONCURRENCY="1",
+        )
 
         first = await arun(args, env)
         assert first.returncode == 1, first.stderr

@@ -1,13 +1,10 @@
 import pytest
 
 from streamapp.config import load_settings
+from streamapp.config.security import KafkaSecurity
 from streamapp.core.errors import ConfigError
-from streamapp.kafka.clients import (
-    KafkaSecurity,
-    bootstrap_servers,
-    client_options,
-    faust_credentials,
-)
+from streamapp.kafka.clients import bootstrap_servers, client_options
+from streamapp.worker.faust_compat import credentials as faust_credentials
 
 PASSWORD = "kafka-secret-pw-0123456789"
 

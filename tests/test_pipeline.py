@@ -108,7 +108,8 @@ def test_a_record_missing_a_required_field_is_dead_lettered_with_the_field_named
     result = processor().process([Incoming(b"x", envelope(raw), 0, 0)], nothing_seen)
     letter = msgspec.json.decode(result.messages[0].value, type=DeadLetter)
     assert "action" in letter.reason
-    assert result.dead == {"prod": 1}
+    assert result.dead == {("prod", "pipeline"): 1}
+    assert letter.reason.count("invalid audit record") == 1
 
 
 @settings(max_examples=150, deadline=None)
@@ -134,3 +135,71 @@ def test_expiry_keeps_recent_ids_and_only_touches_owned_partitions():
     ]
     expired = expired_ids(items, active_partitions={0}, cutoff=5_000)
     assert expired == [(b"old-mine", 0), (b"broken", -1)]
+
+
+def rejected_incoming(original: bytes, reason: str, *, room: int = 1 << 20) -> Incoming:
+    from streamapp.core.rawtopic import rejected_message
+
+    message = rejected_message(
+        "prod",
+        original,
+        reason=reason,
+        record_id="bad-1",
+        raw_topic="raw",
+        polled_at=NOW,
+        room=room,
+    )
+    return Incoming(message.key, message.value, 0, 7)
+
+
+def test_a_record_the_poller_rejected_is_dead_lettered_once_per_key():
+    bad = b'{"id": "bad-1", "execution_time": "not a time"}'
+    item = rejected_incoming(bad, "execution_time is not a time")
+    first = processor().process([item, item], nothing_seen)
+    [message] = first.messages
+    letter = msgspec.json.decode(message.value, type=DeadLetter)
+    assert message.topic == "dlq" and message.key == b"dlq:bad-1"
+    assert letter.stage == "poll" and letter.record_id == "bad-1"
+    assert "execution_time is not a time" in letter.reason
+    assert original_bytes(letter) == bad
+    assert first.fresh == [(b"dlq:bad-1", 0)]
+    seen = {key for key, _ in first.fresh}
+    again = processor().process([item], lambda key, partition: key in seen)
+    assert again.messages == [] and again.dead == {}
+
+
+def test_a_rejected_record_too_large_to_carry_keeps_its_size_and_hash():
+    big = b'{"id": "bad-1", "pad": "' + b"x" * 200_000 + b'"}'
+    item = rejected_incoming(big, "the record is too large", room=64 * 1024)
+    assert len(item.value or b"") < 64 * 1024
+    [message] = processor().process([item], nothing_seen).messages
+    letter = msgspec.json.decode(message.value, type=DeadLetter)
+    assert letter.original_encoding == "omitted" and letter.original == ""
+    assert letter.original_size == len(big)
+    assert letter.original_sha256 and len(letter.original_sha256) == 64
+
+
+def test_an_output_larger_than_its_topic_takes_is_dead_lettered_and_marked_seen():
+    record = json.loads(TEAM)
+    record["details"]["fields"][0]["value"] = "x" * 50_000
+    big = json.dumps(record).encode()
+    rooms = {"out": 60_000, "dlq": 1 << 20}
+    result = processor(room=lambda topic: rooms.get(topic, 1 << 20)).process(
+        [incoming(big), incoming(TEAM, offset=1, key=b"other")], nothing_seen
+    )
+    topics = [m.topic for m in result.messages]
+    assert topics == ["dlq", "out"] or topics.count("dlq") == 1
+    letter = msgspec.json.decode(result.messages[0].value, type=DeadLetter)
+    assert "more than the 60,000" in letter.reason and letter.record_id == record["id"]
+    assert (record["id"].encode(), 0) in result.fresh
+    assert result.dead == {("prod", "pipeline"): 1}
+
+
+def test_a_record_dated_in_the_future_is_flagged():
+    record = json.loads(TEAM)
+    record["execution_time"] = "2999-01-01T00:00:00Z"
+    [message] = processor().process([incoming(json.dumps(record).encode())], nothing_seen).messages
+    document = json.loads(message.value)
+    assert any(
+        "in the future" in w or "after the time it was processed" in w for w in document["warnings"]
+    )

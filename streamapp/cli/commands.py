@@ -32,31 +32,28 @@ from faust.cli import AppCommand, option
 
 from streamapp.config import SourceConfig
 from streamapp.core.backfill import (
-    KafkaProgressStore,
+    BackfillPlan,
     ProgressMeter,
     ProgressView,
-    RawTopicPublisher,
     resolve_range,
-    run_backfill,
+    start_line,
     summary_line,
     window_size,
 )
 from streamapp.core.durations import format_duration
 from streamapp.core.enrich import decode_document
 from streamapp.core.errors import ConfigError, PagerDutyError, PublishError, StreamappError
+from streamapp.core.ingest import WindowResult, backfill_source
 from streamapp.core.models import Checkpoint, rfc3339
 from streamapp.core.output import OutputDocument
 from streamapp.core.redact import REDACTOR
-from streamapp.kafka.clients import (
-    BrokerUnavailable,
-    bootstrap_servers,
-    broker_problem,
-    client_options,
-    ensure_topics,
-    read_topic_latest,
-    started_reader,
-)
-from streamapp.worker.app import app, settings
+from streamapp.kafka.clients import BrokerUnavailable, Cluster
+from streamapp.kafka.progress import ProgressTable
+from streamapp.kafka.publisher import Publisher
+from streamapp.kafka.rawsink import RawSink
+from streamapp.kafka.statetopic import TOPIC_CONFIG, StateTopic
+from streamapp.pagerduty.factory import ClientFactory, http_client
+from streamapp.worker.app import app, runtime, settings
 
 __all__ = ["FILTER_KEYS", "backfill", "export_schemas", "sources", "tail", "verify"]
 
@@ -124,7 +121,7 @@ def _failure(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, StreamappError):
         return REDACTOR.scrub(str(exc)), 1
     if isinstance(exc, KafkaError):
-        return REDACTOR.scrub(str(broker_problem(bootstrap_servers(settings.broker), exc))), 1
+        return REDACTOR.scrub(str(_cluster().problem(exc))), 1
     text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     return f"internal error: {REDACTOR.scrub(text)}", 1
 
@@ -160,12 +157,8 @@ def _source(name: str | None) -> SourceConfig:
     raise ConfigError(f"--source: no source named {name!r} (configured: {names})")
 
 
-def _bootstrap() -> list[str]:
-    return bootstrap_servers(settings.broker)
-
-
-def progress_topic() -> str:
-    return f"{settings.app_id}-backfills"
+def _cluster() -> Cluster:
+    return runtime.cluster
 
 
 # =========================================================================== backfill
@@ -197,88 +190,83 @@ async def backfill(
     fresh: bool,
 ) -> int:
     """Walk a past range of a source into the raw topic (resumable; dedupe applies)."""
-    import httpx
-    from aiokafka import AIOKafkaProducer
-
-    from streamapp.pagerduty.auth import make_auth
-    from streamapp.pagerduty.client import PagerDutyClient
-    from streamapp.pagerduty.retry import RetryPolicy
-
     source = _source(source_name)
     start, end = resolve_range(since, until, now=datetime.now(UTC))
     size = window_size(window)
-    bootstrap = _bootstrap()
+    cluster = _cluster()
     topics = settings.topics
-    await ensure_topics(
-        bootstrap,
+    progress_topic = runtime.names.progress
+    await cluster.ensure_topics(
         {
             topics.raw: (settings.partitions, {}),
             topics.dlq: (settings.partitions, {}),
-            progress_topic(): (1, {"cleanup.policy": "compact"}),
-        },
+            progress_topic: (1, dict(TOPIC_CONFIG)),
+        }
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        **client_options(),
-    )
-    try:
-        await producer.start()
-    except (KafkaError, OSError) as exc:
-        await producer.stop()
-        raise broker_problem(bootstrap, exc) from None
-    meters: list[ProgressMeter] = []
+    publisher = Publisher(cluster, max_request_size=settings.kafka_max_message_bytes)
+    for topic, limit in (await cluster.message_limits([topics.raw])).items():
+        publisher.set_topic_limit(topic, limit)
+    await publisher.start()
+    progress = ProgressTable(StateTopic(progress_topic, publisher=publisher))
+    meter: ProgressMeter | None = None
+    view: ProgressView | None = None
 
-    def view(meter: ProgressMeter) -> ProgressView:
-        meters.append(meter)
-        return ProgressView(meter, sys.stderr)
+    def planned(plan: BackfillPlan) -> None:
+        nonlocal meter, view
+        meter = ProgressMeter(source.name, windows_total=len(plan.windows))
+        view = ProgressView(meter, sys.stderr)
+        view.say(start_line(plan, source.name, fresh=fresh))
+
+    def paged(page: Any) -> None:
+        assert meter is not None and view is not None
+        meter.page(len(page.records), len(page.malformed))
+        view.on_page()
+
+    def windowed(result: WindowResult) -> None:
+        assert meter is not None and view is not None
+        meter.window_done()
+        view.on_window(result.window, result.records, result.pages)
 
     try:
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout)),
-            follow_redirects=False,
-            headers={"User-Agent": "streamapp/0.1 (+audit-records backfill)"},
-        ) as http:
-            client = PagerDutyClient(
-                http,
-                base_url=source.api_url,
-                auth=make_auth(source.credentials, http),
-                retry=RetryPolicy(
-                    max_attempts=settings.http_retry_attempts,
-                    base_delay=settings.http_retry_base,
-                ),
-                timeout=settings.http_timeout,
-            )
-            result = await run_backfill(
+        await progress.table.start()
+        await progress.table.caught_up()
+        async with http_client(settings.http_timeout) as http:
+            client = ClientFactory.from_settings(settings, http).client(source)
+            await backfill_source(
                 source.name,
                 client,
-                RawTopicPublisher(producer, raw_topic=topics.raw, dlq_topic=topics.dlq),
-                KafkaProgressStore(producer, bootstrap, progress_topic()),
-                view,
+                RawSink(publisher, topics.raw),
+                progress,
                 since=start,
                 until=end,
                 max_window=size,
                 fresh=fresh,
+                concurrency=settings.backfill_concurrency,
+                on_plan=planned,
+                on_page=paged,
+                on_window=windowed,
             )
     except (PagerDutyError, PublishError, BrokerUnavailable) as exc:
         raise CommandFailed(
-            f"backfill source={source.name} failed: {REDACTOR.scrub(str(exc))}; {_kept(meters)}"
+            f"backfill source={source.name} failed: {REDACTOR.scrub(str(exc))}; {_kept(meter)}"
         ) from None
     except asyncio.CancelledError:  # Ctrl-C
-        print(f"backfill source={source.name} interrupted; {_kept(meters)}", file=sys.stderr)
+        print(f"backfill source={source.name} interrupted; {_kept(meter)}", file=sys.stderr)
         self.said_interrupted = True
         raise
     finally:
-        await producer.stop()
-    print(summary_line(result), file=sys.stderr)
+        if view is not None:
+            view.close()
+        await progress.table.stop()
+        await publisher.stop()
+    assert meter is not None
+    print(summary_line(meter), file=sys.stderr)
     return 0
 
 
-def _kept(meters: list[ProgressMeter]) -> str:
-    done = meters[0].windows_done if meters else 0
-    total = meters[0].windows_total if meters else 0
+def _kept(meter: ProgressMeter | None) -> str:
+    done = meter.windows_done if meter else 0
+    total = meter.windows_total if meter else 0
     if not done:
         return "no window finished yet"
     return f"{done} of {total} windows are saved: run the same command again to resume"
@@ -438,8 +426,8 @@ async def tail(
     as_json = output_format == "json" or (output_format == "auto" and not sys.stdout.isatty())
     printer = _Printer(as_json)
     topic = settings.topics.output
-    bootstrap = _bootstrap()
-    consumer = await started_reader(bootstrap)
+    cluster = _cluster()
+    consumer = await cluster.reader()
     try:
         while topic not in await consumer.topics():
             if not follow:
@@ -487,7 +475,7 @@ async def tail(
                         printer(message)
             printer.flush()
     except KafkaError as exc:
-        raise broker_problem(bootstrap, exc) from None
+        raise cluster.problem(exc) from None
     except BrokenPipeError:
         return 0
     finally:
@@ -616,9 +604,9 @@ async def sources(self: StreamappCommand, as_json: bool) -> int:
         raise ConfigError(
             "no PagerDuty source configured: set PAGERDUTY_API_TOKEN or STREAMAPP_SOURCES_FILE"
         )
-    bootstrap = _bootstrap()
-    checkpoints = await read_topic_latest(bootstrap, f"{settings.app_id}-checkpoints-changelog")
-    health = await read_topic_latest(bootstrap, f"{settings.app_id}-health-changelog")
+    cluster = _cluster()
+    checkpoints = await cluster.read_latest(runtime.names.progress)
+    health = await cluster.read_latest(runtime.names.health)
     rows = source_rows(checkpoints or {}, health, now=datetime.now(UTC))
     if as_json or self.json:
         print(json.dumps(rows, indent=2))

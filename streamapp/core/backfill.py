@@ -1,65 +1,48 @@
-"""Backfill: walk a past range of one source into the raw topic, resumable, with progress.
+"""Backfill planning and progress display: pure, no I/O.
 
-    faust -A streamapp.worker.app backfill --source NAME --since 30d [--until WHEN]
+    faust -A streamapp.app backfill --source NAME --since 30d [--until WHEN]
 
-Three layers, in this order in the file:
+- reading ``--since``/``--until`` (:func:`resolve_range`);
+- planning the windows still to do, given the windows already done (:func:`plan_backfill`):
+  coverage, not the exact command line, decides, so ``--since 30d`` run again an hour later
+  skips what the first run finished and walks only what is new; adjacent to a covered part
+  a new window reaches back ``EDGE`` into it, as the poller's windows do;
+- the progress meter (:class:`ProgressMeter`: records, pages, rate, ETA by windows left)
+  and how it is shown (:class:`ProgressView`).
 
-- pure: reading ``--since``/``--until`` (:func:`resolve_range`), planning the windows that
-  are still to do given the windows already done (:func:`plan_backfill`), and the progress
-  meter (:class:`ProgressMeter`: records, pages, rate, ETA by windows remaining);
-- orchestration: :func:`run_backfill` walks the planned windows oldest first with an
-  injected client, publisher and progress store, like ``collector.poll_once``;
-- Kafka: :class:`RawTopicPublisher` writes records exactly as the poller does (the
-  ``RawEnvelope`` JSON, keyed by record id, ``source_name`` header, malformed records to the
-  dead-letter topic), so downstream dedupe treats a backfilled record like a polled one;
-  :class:`KafkaProgressStore` keeps the acknowledged windows in a compacted topic.
-
-Resumption. A window is *done* when the broker has acknowledged every record of it; only
-then is one message written to ``<app_id>-backfills`` (one partition, compacted), keyed
-``source|window since|window until`` with a :class:`WindowDone` value. At start every done
-window of the source is read back, and the part of the requested range they cover is not
-asked for again; the rest is cut into windows (adjacent to a covered part, a new window
-reaches back ``EDGE`` into it, as the poller's windows do). Because coverage, not the exact
-command line, decides, ``--since 30d`` run again an hour later skips what the first run
-finished and walks only what is new. ``--fresh`` ignores the saved windows. A stale read
-(the broker reporting an old end offset) can only hide a done window, which means the
-window is walked again and its records are dropped downstream by id: never a loss. The
-poller's checkpoint is neither read nor moved.
+The walk itself is the one ingestion loop (``streamapp.core.ingest.backfill_source``); done
+windows are recorded in the progress store once the broker acknowledged their records. A
+stale read of that store can only hide a done window, which means walking it again and
+dropping its records downstream by id: never a loss.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TextIO, cast
-
-import msgspec
+from datetime import datetime, timedelta
+from typing import TextIO
 
 from streamapp.core.durations import parse_duration
-from streamapp.core.errors import ConfigError, PublishError
-from streamapp.core.ingest import PageSource, page_messages, send_all
-from streamapp.core.models import Outgoing, as_utc, rfc3339
+from streamapp.core.errors import ConfigError
+from streamapp.core.models import as_utc, rfc3339
 from streamapp.core.windows import API_MAX_WINDOW, EDGE, MAX_LOOKBACK, Window, plan_windows
-from streamapp.kafka.clients import read_topic_latest
-from streamapp.pagerduty.client import Page
 
 __all__ = [
-    "KafkaProgressStore",
+    "BackfillPlan",
     "ProgressMeter",
-    "RawTopicPublisher",
-    "WindowDone",
+    "ProgressView",
     "plan_backfill",
     "resolve_range",
-    "run_backfill",
+    "start_line",
+    "summary_line",
+    "window_size",
 ]
 
 DEFAULT_WINDOW = timedelta(days=1)
-_encode = msgspec.json.Encoder().encode
 _RELATIVE_RE = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhd]\s*$")
 
 
@@ -126,28 +109,6 @@ def window_size(text: str) -> timedelta:
 
 
 # =========================================================================== pure: plan
-
-
-class WindowDone(msgspec.Struct, kw_only=True, frozen=True):
-    """A message on ``<app_id>-backfills``: every record of this window was acknowledged."""
-
-    source_name: str
-    since: datetime
-    until: datetime
-    records: int = 0
-    pages: int = 0
-    malformed: int = 0
-    done_at: datetime
-    #: the backfill range the window belonged to (information only)
-    backfill_since: datetime | None = None
-    backfill_until: datetime | None = None
-
-
-_decode_done = msgspec.json.Decoder(WindowDone).decode
-
-
-def progress_key(source_name: str, window: Window) -> bytes:
-    return f"{source_name}|{rfc3339(window.since)}|{rfc3339(window.until)}".encode()
 
 
 def merge(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
@@ -333,94 +294,10 @@ class ProgressView:
         self._drawn = True
 
 
-# =========================================================================== orchestration
+# =========================================================================== lines
 
 
-class Publisher(Protocol):
-    async def publish(self, source_name: str, page: Page) -> Awaitable[None]: ...
-
-
-class ProgressStore(Protocol):
-    async def done_windows(self, source_name: str) -> list[WindowDone]: ...
-    async def mark_done(self, done: WindowDone) -> None: ...
-
-
-@dataclass
-class BackfillResult:
-    plan: BackfillPlan
-    meter: ProgressMeter
-    error: BaseException | None = None
-
-
-async def run_backfill(
-    source_name: str,
-    client: PageSource,
-    publisher: Publisher,
-    store: ProgressStore,
-    view: Callable[[ProgressMeter], ProgressView],
-    *,
-    since: datetime,
-    until: datetime,
-    max_window: timedelta = DEFAULT_WINDOW,
-    fresh: bool = False,
-    page_limit: int = 100,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> BackfillResult:
-    """Walk the windows of ``[since, until)`` not yet done; raise what stopped it.
-
-    A window is recorded as done only after the broker acknowledged each of its records.
-    """
-    done = [] if fresh else await store.done_windows(source_name)
-    plan = plan_backfill(
-        since, until, done=[(d.since, d.until) for d in done], max_window=max_window
-    )
-    meter = ProgressMeter(source_name, windows_total=len(plan.windows))
-    show = view(meter)
-    result = BackfillResult(plan=plan, meter=meter)
-    pending: list[Awaitable[None]] = []
-    show.say(_start_line(plan, source_name, fresh=fresh))
-    try:
-        for window in plan.windows:
-            pending = []
-            records = pages = malformed = 0
-            async for page in client.pages(
-                since=window.since, until=window.until, limit=page_limit
-            ):
-                pages += 1
-                records += len(page.records)
-                malformed += len(page.malformed)
-                meter.page(len(page.records), len(page.malformed))
-                pending.append(await publisher.publish(source_name, page))
-                show.on_page()
-            for acknowledged in pending:
-                await acknowledged
-            await store.mark_done(
-                WindowDone(
-                    source_name=source_name,
-                    since=window.since,
-                    until=window.until,
-                    records=records,
-                    pages=pages,
-                    malformed=malformed,
-                    done_at=clock(),
-                    backfill_since=plan.since,
-                    backfill_until=plan.until,
-                )
-            )
-            meter.window_done()
-            show.on_window(window, records, pages)
-    except BaseException as exc:
-        result.error = exc
-        for waiting in pending:  # never awaited now: no "coroutine was never awaited" noise
-            if inspect.iscoroutine(waiting):
-                waiting.close()
-        raise
-    finally:
-        show.close()
-    return result
-
-
-def _start_line(plan: BackfillPlan, source_name: str, *, fresh: bool) -> str:
+def start_line(plan: BackfillPlan, source_name: str, *, fresh: bool) -> str:
     span = f"{rfc3339(plan.since)}..{rfc3339(plan.until)}"
     head = f"backfill source={source_name} range={span}"
     if fresh:
@@ -449,72 +326,9 @@ def _span_text(span: timedelta) -> str:
     return f"{minutes}m" if minutes else f"{seconds}s"
 
 
-def summary_line(result: BackfillResult) -> str:
-    meter = result.meter
+def summary_line(meter: ProgressMeter) -> str:
     return (
         f"backfill source={meter.source_name} done: {meter.records} records"
         f" ({meter.malformed} malformed) in {meter.pages} pages, {meter.windows_done} windows"
         f" in {meter.elapsed:.1f}s ({meter.rate:.0f} records/s)"
     )
-
-
-# =========================================================================== Kafka
-
-
-class RawTopicPublisher:
-    """The poller's encoding on an aiokafka producer: RawEnvelope keyed by record id."""
-
-    def __init__(self, producer: Any, *, raw_topic: str, dlq_topic: str) -> None:
-        self.producer = producer
-        self.raw_topic = raw_topic
-        self.dlq_topic = dlq_topic
-
-    async def publish(self, source_name: str, page: Page) -> Awaitable[None]:
-        messages = page_messages(
-            source_name,
-            page,
-            raw_topic=self.raw_topic,
-            dlq_topic=self.dlq_topic,
-            now=datetime.now(UTC),
-        )
-
-        async def send(m: Outgoing) -> Awaitable[object]:
-            return cast(
-                Awaitable[object],
-                await self.producer.send(m.topic, m.value, key=m.key, headers=m.headers),
-            )
-
-        return await send_all(messages, send)
-
-
-class KafkaProgressStore:
-    """Done windows as messages on a one-partition compacted topic, keyed by window."""
-
-    def __init__(self, producer: Any, bootstrap: Sequence[str], topic: str) -> None:
-        self.producer = producer
-        self.bootstrap = list(bootstrap)
-        self.topic = topic
-
-    async def done_windows(self, source_name: str) -> list[WindowDone]:
-        latest = await read_topic_latest(self.bootstrap, self.topic) or {}
-        prefix = f"{source_name}|".encode()
-        done = []
-        for key, value in latest.items():
-            if key is None or value is None or not key.startswith(prefix):
-                continue
-            try:
-                item = _decode_done(value)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue  # unreadable progress only means walking that window again
-            if item.source_name == source_name and item.since < item.until:
-                done.append(item)
-        return done
-
-    async def mark_done(self, done: WindowDone) -> None:
-        key = progress_key(done.source_name, Window(done.since, done.until))
-        try:
-            await (await self.producer.send(self.topic, _encode(done), key=key, partition=0))
-        except Exception as exc:
-            raise PublishError(
-                f"the broker did not acknowledge the progress of a window: {type(exc).__name__}"
-            ) from None

@@ -21,7 +21,7 @@ which also tells "absent" from ``null``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -43,6 +43,8 @@ class InvalidRecord(StreamappError):
 
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+#: how far ahead of processing a record's time may be before it is flagged (clock skew)
+FUTURE_TOLERANCE = timedelta(minutes=5)
 _ABSENT = msgspec.UNSET
 
 
@@ -207,6 +209,12 @@ def enrich(
         raise InvalidRecord("invalid audit record: root_resource.type names no type")
 
     warnings: list[str] = []
+    ahead = as_utc(view.execution_time) - as_utc(ingested_at)
+    if ahead > FUTURE_TOLERANCE:
+        warnings.append(
+            f"execution_time is {int(ahead.total_seconds())} s after the time it was processed"
+            " (a clock or data error upstream); source health counts it as processed now"
+        )
     actors = _actors(view.actors, warnings)
     context: _Context | None = _section(
         _CONTEXT, view.execution_context, "execution_context", warnings

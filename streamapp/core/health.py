@@ -19,7 +19,11 @@ Problems and how they clear
     ``source_degraded`` (error)
         Every other failure (rate_limited, server_error, timeout, unreachable, transport,
         protocol, publish, internal and any kind not named above) once ``degraded_after``
-        polls in a row have failed.
+        polls in a row have failed. At once, with the failure's own message (which names the
+        bound), for what waiting will not cure by itself: a bound tripped by the answer
+        (``response_too_large``, ``walk_too_long``), a rate-limit pause longer than the poll
+        interval (``rate_limit_wait``) and a poll that makes no progress (``poll_stalled``,
+        see :func:`on_poll_stalled`).
     ``source_stale`` (warning)
         No record for ``health_check``, measured from the newest record's
         ``execution_time`` (``last_record_at``). When no record was ever seen it is measured
@@ -44,7 +48,7 @@ on one line and scrubbed by ``REDACTOR``.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import msgspec
@@ -79,8 +83,16 @@ STALE: Final = "source_stale"
 ERROR: Final = "source_error"
 DEGRADED: Final = "source_degraded"
 RECOVERED: Final = "source_recovered"
+PIPELINE_STALLED: Final = "pipeline_stalled"
 
-NotificationKind = Literal["source_stale", "source_error", "source_degraded", "source_recovered"]
+NotificationKind = Literal[
+    "source_stale",
+    "source_error",
+    "source_degraded",
+    "source_recovered",
+    "pipeline_stalled",
+    "test_notification",
+]
 Severity = Literal["critical", "error", "warning", "info"]
 
 #: the problem kinds a state can hold in ``active``
@@ -90,6 +102,8 @@ SEVERITY: Final[dict[str, Severity]] = {
     DEGRADED: "error",
     STALE: "warning",
     RECOVERED: "info",
+    PIPELINE_STALLED: "error",
+    "test_notification": "info",
 }
 
 #: error kind → what the operator must fix (401, 402, 403)
@@ -109,6 +123,10 @@ _AUTH_HINTS: Final[dict[str, str]] = {
 }
 AUTH_ERROR_KINDS: Final = frozenset(_AUTH_HINTS)
 _AUTH_STATUS: Final = {401: "unauthorized", 402: "plan_lacks_audit_trail", 403: "forbidden"}
+#: failures that raise source_degraded at the first one, with their own message
+IMMEDIATE_KINDS: Final = frozenset(
+    {"response_too_large", "walk_too_long", "bound_exceeded", "rate_limit_wait", "poll_stalled"}
+)
 #: named for documentation; any kind that is not an auth kind is treated as transient
 TRANSIENT_ERROR_KINDS: Final = frozenset(
     {
@@ -348,8 +366,10 @@ def on_poll_success(
     now = as_utc(now)
     notes: list[Notification] = []
     last_record_at = state.last_record_at
+    if last_record_at is not None and last_record_at > now:
+        last_record_at = now  # a future time kept by an older version
     if newest_record_at is not None:
-        newest = as_utc(newest_record_at)
+        newest = min(as_utc(newest_record_at), now)
         if last_record_at is None or newest > last_record_at:
             last_record_at = newest
     failures, failed_since = state.consecutive_failures, state.first_failure_at
@@ -439,6 +459,18 @@ def on_poll_failure(
         return state, notes
     if ERROR in state.active or DEGRADED in state.active:
         return state, notes
+    if error_kind in IMMEDIATE_KINDS:
+        state = _raise(
+            state,
+            notes,
+            kind="source_degraded",
+            now=now,
+            message=f"source '{name}': {scrubbed}",
+            error_kind=error_kind,
+            http_status=http_status,
+            details=details,
+        )
+        return state, notes
     if failures >= max(degraded_after, 1):
         status = f", HTTP {http_status}" if http_status is not None else ""
         state = _raise(
@@ -456,6 +488,63 @@ def on_poll_failure(
             details=details,
         )
     return state, notes
+
+
+def on_poll_stalled(
+    state: SourceHealth, *, now: datetime, running_for: float, idle_for: float
+) -> tuple[SourceHealth, list[Notification]]:
+    """A poll has run ``running_for`` seconds without a page or window done for ``idle_for``:
+    raise source_degraded once (the next successful poll recovers it)."""
+    now = as_utc(now)
+    if ERROR in state.active or DEGRADED in state.active:
+        return state, []
+    message = (
+        f"poll has made no progress for {_fmt_seconds(idle_for)} (running for"
+        f" {_fmt_seconds(running_for)}): PagerDuty or the broker is not answering; the"
+        " checkpoint has not moved since"
+    )
+    return on_poll_failure(
+        state, now=now, error_kind="poll_stalled", http_status=None, message=message
+    )
+
+
+def _fmt_seconds(seconds: float) -> str:
+    moment = datetime.fromtimestamp(0, UTC)
+    return _age(moment + timedelta(seconds=seconds), moment)
+
+
+def pipeline_stalled(
+    source_name: str, *, now: datetime, seconds: float, error: str | None
+) -> Notification:
+    """The pipeline on a worker has waited ``seconds`` for its outputs to be acknowledged."""
+    return Notification(
+        kind="pipeline_stalled",
+        source_name=source_name,
+        message=(
+            f"the pipeline has waited {_fmt_seconds(seconds)} for the broker to acknowledge"
+            f" its outputs: no record of source '{source_name}' (or any other) reaches the"
+            " output topic until it does; check the Kafka cluster"
+        ),
+        at=as_utc(now),
+        severity=SEVERITY[PIPELINE_STALLED],
+        error_kind="pipeline_stalled",
+        details={"stalled_seconds": int(seconds), "error": _scrubbed(error or "")},
+    )
+
+
+def pipeline_recovered(source_name: str, *, now: datetime, seconds: float) -> Notification:
+    return Notification(
+        kind="source_recovered",
+        source_name=source_name,
+        message=(
+            f"the pipeline's outputs are acknowledged again after {_fmt_seconds(seconds)};"
+            f" records of source '{source_name}' flow again"
+        ),
+        at=as_utc(now),
+        severity=SEVERITY[RECOVERED],
+        resolves=PIPELINE_STALLED,
+        details={"stalled_seconds": int(seconds)},
+    )
 
 
 def on_tick(

@@ -1,105 +1,174 @@
-"""One poll of one source: walk its windows, publish every record, then move its checkpoint.
+"""The one ingestion loop: a source's windows → pages → the raw topic → progress.
 
-Pure orchestration: the PagerDuty client, the publisher and the checkpoint store are passed
-in, so this runs the same under faust, in a CLI command or in a test. The rule that makes
-it lose nothing: the checkpoint moves to a window's ``until`` only after the broker has
-acknowledged every record of that window. Any failure (an API error after retries, a
-refused write) ends the poll with the checkpoint where the last whole window left it.
+Polls and backfills are the same walk with a different record of progress:
+
+- :func:`walk_window` walks one window's pages, hands each page to the sink as it arrives
+  and returns only once the broker acknowledged every record of the window; on any failure
+  it waits for (or cancels) what it started, so nothing is left half-awaited;
+- :func:`walk_in_order` walks several windows, a few at a time, and reports them in window
+  order: progress moves only over the contiguous prefix of windows whose records were all
+  acknowledged (windows 1, 2 and 4 done, 3 failed: progress stops after 2);
+- :func:`poll_source` plans the windows from the source's checkpoint and moves it;
+  :func:`backfill_source` plans them from the windows already done and records each.
+
+Pure orchestration: the PagerDuty client, the sink and the progress store are passed in,
+so this runs the same under faust, in a CLI command or in a test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
-import msgspec
-
-from streamapp.core.deadletter import dead_letter
-from streamapp.core.errors import PublishError, StreamappError
-from streamapp.core.models import Checkpoint, Outgoing, RawEnvelope, as_utc
+from streamapp.core.backfill import BackfillPlan, plan_backfill
+from streamapp.core.errors import StreamappError
+from streamapp.core.models import Checkpoint, Page, WindowDone, as_utc
 from streamapp.core.windows import Window, advance, plan_windows
-from streamapp.pagerduty.client import Page
 
-log = logging.getLogger("streamapp.core.ingest")
+log = logging.getLogger("streamapp.ingest")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class PageSource(Protocol):
     def pages(
-        self, *, since: datetime, until: datetime, limit: int = 100
+        self, *, since: datetime, until: datetime, limit: int = 100, max_pages: int | None = None
     ) -> AsyncIterator[Page]: ...
 
 
-class Publisher(Protocol):
-    async def publish(self, source_name: str, page: Page) -> Awaitable[None]:
-        """Hand a page's records (and malformed ones) to the broker; the returned awaitable
-        completes when the broker acknowledged all of them and raises PublishError if not."""
+class RecordSink(Protocol):
+    def publish(self, source_name: str, page: Page) -> Awaitable[None]:
+        """Start writing a page's records; the awaitable completes once the broker
+        acknowledged all of them and raises PublishError if it did not."""
         ...
 
 
-class CheckpointStore(Protocol):
-    def get(self, source_name: str) -> Checkpoint | None: ...
-    async def put(self, source_name: str, checkpoint: Checkpoint) -> None:
-        """Store durably: returns once the broker acknowledged the checkpoint."""
-        ...
-
-
-_encode = msgspec.json.Encoder().encode
-
-
-def page_messages(
-    source_name: str, page: Page, *, raw_topic: str, dlq_topic: str, now: datetime
-) -> list[Outgoing]:
-    """A page as messages: each record in its envelope keyed by id on the raw topic, each
-    malformed one as a dead letter."""
-    headers = [("source_name", source_name.encode())]
-    messages = [
-        Outgoing(
-            raw_topic,
-            record.id.encode(),
-            _encode(RawEnvelope(source_name=source_name, polled_at=now, record=record.raw)),
-            headers,
-        )
-        for record in page.records
-    ]
-    for bad in page.malformed:
-        letter = dead_letter(
-            bytes(bad.raw), reason=bad.reason, stage="poll", source_name=source_name, at=now
-        )
-        messages.append(Outgoing(dlq_topic, None, _encode(letter), None))
-    return messages
-
-
-async def send_all(
-    messages: list[Outgoing], send: Callable[[Outgoing], Awaitable[Awaitable[object]]]
-) -> Awaitable[None]:
-    """Hand every message to ``send``; the result completes once all are acknowledged and
-    raises PublishError if any is not."""
-    futures: list[Awaitable[object]] = []
-    try:
-        for message in messages:
-            futures.append(await send(message))
-    except Exception as exc:
-        raise PublishError(f"the broker refused a write: {type(exc).__name__}") from None
-    return _all_acknowledged(futures)
-
-
-async def _all_acknowledged(futures: list[Awaitable[object]]) -> None:
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        raise PublishError(
-            f"the broker did not acknowledge {len(failures)} of {len(results)} records: "
-            f"{type(failures[0]).__name__}"
-        )
+class ProgressStore(Protocol):
+    def checkpoint(self, source_name: str) -> Checkpoint | None: ...
+    async def save_checkpoint(self, source_name: str, checkpoint: Checkpoint) -> None: ...
+    def done_windows(self, source_name: str) -> list[WindowDone]: ...
+    async def mark_done(self, done: WindowDone) -> None: ...
 
 
 class PollInterrupted(StreamappError):
     """This worker stopped being the one that polls (it lost leadership or is stopping)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- one window
+
+
+@dataclass
+class WindowResult:
+    window: Window
+    pages: int = 0
+    records: int = 0
+    malformed: int = 0
+    requests: int = 0
+    #: execution_time of the newest record of the window
+    newest: datetime | None = None
+
+
+async def walk_window(
+    source_name: str,
+    window: Window,
+    client: PageSource,
+    sink: RecordSink,
+    *,
+    page_limit: int = 100,
+    max_pages: int | None = None,
+    keep_going: Callable[[], bool] = lambda: True,
+    on_page: Callable[[Page], None] | None = None,
+) -> WindowResult:
+    """Every page of ``window`` written and acknowledged; raises what stopped it."""
+    result = WindowResult(window)
+    pending: list[asyncio.Future[None]] = []
+    try:
+        async for page in client.pages(
+            since=window.since, until=window.until, limit=page_limit, max_pages=max_pages
+        ):
+            result.pages += 1
+            result.requests += page.request_count
+            result.records += len(page.records)
+            result.malformed += len(page.malformed)
+            newest = _newest(page)
+            if newest is not None and (result.newest is None or newest > result.newest):
+                result.newest = newest
+            pending.append(asyncio.ensure_future(sink.publish(source_name, page)))
+            if on_page is not None:
+                on_page(page)
+            if not keep_going():
+                raise PollInterrupted(f"walk of {source_name!r} interrupted")
+        await asyncio.gather(*pending)
+    except BaseException:
+        await _settle(pending)
+        raise
+    return result
+
+
+def _newest(page: Page) -> datetime | None:
+    return max((as_utc(r.execution_time) for r in page.records), default=None)
+
+
+async def _settle(pending: Sequence[asyncio.Future[Any]]) -> None:
+    """Let what was started finish or stop, and collect every outcome (no stray warnings)."""
+    for future in pending:
+        if not future.done():
+            future.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+# --------------------------------------------------------------------------- many windows
+
+
+async def walk_in_order(
+    items: Sequence[T],
+    work: Callable[[T], Awaitable[R]],
+    done: Callable[[R], Awaitable[None]],
+    *,
+    concurrency: int = 1,
+) -> None:
+    """Run ``work`` on up to ``concurrency`` items at once; call ``done`` in item order.
+
+    ``done`` is called for an item only after it and every item before it succeeded. When an
+    item fails, the items after it are cancelled, the items before it are still finished
+    and reported, and then the failure is raised: progress covers exactly the prefix.
+    """
+    if not items:
+        return
+    gate = asyncio.Semaphore(max(1, concurrency))
+    tasks: list[asyncio.Future[R]] = []
+
+    async def run(item: T) -> R:
+        async with gate:
+            return await work(item)
+
+    tasks = [asyncio.ensure_future(run(item)) for item in items]
+    try:
+        for index, task in enumerate(tasks):
+            try:
+                value = await task
+            except BaseException:
+                for later in tasks[index + 1 :]:
+                    later.cancel()
+                raise
+            await done(value)
+    finally:
+        await _settle(tasks)
+
+
+# --------------------------------------------------------------------------- polls
 
 
 @dataclass
@@ -114,9 +183,10 @@ class PollReport:
     started: float = field(default_factory=time.monotonic)
     duration: float = 0.0
     checkpoint: datetime | None = None
-    #: execution_time of the newest record this poll saw
+    #: execution_time of the newest record this poll saw (never later than the poll)
     newest_record_at: datetime | None = None
-    error: BaseException | None = None
+    #: monotonic time of the last page or window finished (progress, for stall checks)
+    last_progress: float = field(default_factory=time.monotonic)
 
     def summary(self) -> str:
         span = (
@@ -124,24 +194,33 @@ class PollReport:
             if self.windows
             else "-"
         )
-        outcome = "ok" if self.error is None else f"failed ({type(self.error).__name__})"
         return (
             f"poll source={self.source_name} window={span} windows={self.windows_done}/"
             f"{len(self.windows)} pages={self.pages} records={self.records} "
             f"malformed={self.malformed} requests={self.requests} "
-            f"duration={self.duration:.3f}s {outcome}"
+            f"duration={self.duration:.3f}s ok"
         )
 
+    def count(self, result: WindowResult) -> None:
+        self.pages += result.pages
+        self.requests += result.requests
+        self.records += result.records
+        self.malformed += result.malformed
+        self.windows_done += 1
+        self.last_progress = time.monotonic()
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+
+def capped(moment: datetime | None, now: datetime) -> datetime | None:
+    """A record time for lag and health: never later than ``now`` (a record dated in the
+    future would otherwise hide staleness for ever)."""
+    return None if moment is None else min(as_utc(moment), as_utc(now))
 
 
-async def poll_once(
+async def poll_source(
     source_name: str,
     client: PageSource,
-    publisher: Publisher,
-    checkpoints: CheckpointStore,
+    sink: RecordSink,
+    progress: ProgressStore,
     *,
     lookback: timedelta,
     overlap: timedelta,
@@ -149,14 +228,15 @@ async def poll_once(
     now: datetime | None = None,
     keep_going: Callable[[], bool] = lambda: True,
     page_limit: int = 100,
+    max_pages: int | None = None,
+    concurrency: int = 1,
     clock: Callable[[], datetime] = utcnow,
+    report: PollReport | None = None,
 ) -> PollReport:
-    """Walk ``[checkpoint - overlap, now)`` window by window; return what was done.
-
-    Errors are recorded in the report and re-raised, after the report is complete.
-    """
-    report = PollReport(source_name)
-    current = checkpoints.get(source_name)
+    """Walk ``[checkpoint - overlap, now)`` window by window, moving the checkpoint over
+    each acknowledged prefix; return what was done (errors are raised after it is filled)."""
+    report = report or PollReport(source_name)
+    current = progress.checkpoint(source_name)
     moment = as_utc(now or clock())
     report.windows = plan_windows(
         current.until if current else None,
@@ -165,55 +245,109 @@ async def poll_once(
         overlap=overlap,
         max_window=max_window,
     )
+
+    def touch(page: Page) -> None:
+        report.last_progress = time.monotonic()
+
+    async def walk(window: Window) -> WindowResult:
+        return await walk_window(
+            source_name,
+            window,
+            client,
+            sink,
+            page_limit=page_limit,
+            max_pages=max_pages,
+            keep_going=keep_going,
+            on_page=touch,
+        )
+
+    async def acknowledged(result: WindowResult) -> None:
+        previous = progress.checkpoint(source_name)
+        newest = capped(result.newest, clock())
+        last_seen = previous.last_record_at if previous else None
+        if last_seen is not None and last_seen > moment:
+            last_seen = capped(last_seen, moment)  # a future time stored by an older version
+        if newest is not None and (last_seen is None or newest > last_seen):
+            last_seen = newest
+        updated = Checkpoint(
+            until=advance(previous.until if previous else None, result.window),
+            updated_at=clock(),
+            records=(previous.records if previous else 0) + result.records,
+            last_record_at=last_seen,
+        )
+        await progress.save_checkpoint(source_name, updated)
+        report.count(result)
+        report.checkpoint = updated.until
+        if newest is not None and (
+            report.newest_record_at is None or newest > report.newest_record_at
+        ):
+            report.newest_record_at = newest
+        log.info(
+            "checkpoint source=%s until=%s window=%d/%d records=%d",
+            source_name,
+            updated.until.isoformat(),
+            report.windows_done,
+            len(report.windows),
+            result.records,
+        )
+
     try:
-        for window in report.windows:
-            pending: list[Awaitable[None]] = []
-            window_records = 0
-            newest: datetime | None = None
-            async for page in client.pages(
-                since=window.since, until=window.until, limit=page_limit
-            ):
-                report.pages += 1
-                report.requests += page.request_count
-                window_records += len(page.records)
-                report.malformed += len(page.malformed)
-                if page.records:
-                    first = as_utc(page.records[0].execution_time)  # newest first
-                    newest = first if newest is None else max(newest, first)
-                pending.append(await publisher.publish(source_name, page))
-                if not keep_going():
-                    raise PollInterrupted(f"poll of {source_name!r} interrupted")
-            for acknowledged in pending:
-                await acknowledged
-            previous = checkpoints.get(source_name)
-            last_seen = previous.last_record_at if previous else None
-            if newest is not None and (last_seen is None or newest > last_seen):
-                last_seen = newest
-            updated = Checkpoint(
-                until=advance(previous.until if previous else None, window),
-                updated_at=clock(),
-                records=(previous.records if previous else 0) + window_records,
-                last_record_at=last_seen,
-            )
-            await checkpoints.put(source_name, updated)
-            report.records += window_records
-            if newest is not None and (
-                report.newest_record_at is None or newest > report.newest_record_at
-            ):
-                report.newest_record_at = newest
-            report.windows_done += 1
-            report.checkpoint = updated.until
-            log.info(
-                "checkpoint source=%s until=%s window=%d/%d records=%d",
-                source_name,
-                updated.until.isoformat(),
-                report.windows_done,
-                len(report.windows),
-                window_records,
-            )
-    except BaseException as exc:
-        report.error = exc
-        raise
+        await walk_in_order(report.windows, walk, acknowledged, concurrency=concurrency)
     finally:
         report.duration = time.monotonic() - report.started
     return report
+
+
+# --------------------------------------------------------------------------- backfills
+
+
+async def backfill_source(
+    source_name: str,
+    client: PageSource,
+    sink: RecordSink,
+    progress: ProgressStore,
+    *,
+    since: datetime,
+    until: datetime,
+    max_window: timedelta = timedelta(days=1),
+    fresh: bool = False,
+    page_limit: int = 100,
+    concurrency: int = 1,
+    clock: Callable[[], datetime] = utcnow,
+    on_plan: Callable[[BackfillPlan], None] | None = None,
+    on_page: Callable[[Page], None] | None = None,
+    on_window: Callable[[WindowResult], None] | None = None,
+) -> BackfillPlan:
+    """Walk the windows of ``[since, until)`` no earlier backfill finished; record each
+    once the broker acknowledged its records (in window order). Raises what stopped it."""
+    done = [] if fresh else progress.done_windows(source_name)
+    plan = plan_backfill(
+        since, until, done=[(d.since, d.until) for d in done], max_window=max_window
+    )
+    if on_plan is not None:
+        on_plan(plan)
+
+    async def walk(window: Window) -> WindowResult:
+        return await walk_window(
+            source_name, window, client, sink, page_limit=page_limit, on_page=on_page
+        )
+
+    async def acknowledged(result: WindowResult) -> None:
+        await progress.mark_done(
+            WindowDone(
+                source_name=source_name,
+                since=result.window.since,
+                until=result.window.until,
+                records=result.records,
+                pages=result.pages,
+                malformed=result.malformed,
+                done_at=clock(),
+                backfill_since=plan.since,
+                backfill_until=plan.until,
+            )
+        )
+        if on_window is not None:
+            on_window(result)
+
+    await walk_in_order(plan.windows, walk, acknowledged, concurrency=concurrency)
+    return plan

@@ -90,13 +90,57 @@ class PolledRecord(msgspec.Struct, kw_only=True, frozen=True):
     raw: msgspec.Raw
 
 
+class Rejected(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """Why the poller could not pass a record on as it is (it goes to the dead-letter topic).
+
+    ``original`` holds the record's bytes (UTF-8 text, or base64 when not UTF-8) when they
+    fit in a message; otherwise it is empty and ``original_encoding`` is ``"omitted"``; the
+    size and SHA-256 always identify them.
+    """
+
+    reason: str
+    original: str = ""
+    original_encoding: str = "utf-8"
+    original_size: int = 0
+    original_sha256: str = ""
+    record_id: str | None = None
+
+
+class Malformed(msgspec.Struct, kw_only=True, frozen=True):
+    """A record of a page that cannot be keyed: its exact bytes and why (one line)."""
+
+    raw: bytes
+    reason: str
+    #: the record's ``id`` when one could be read (the dead letter is keyed by it)
+    id: str | None = None
+
+
+class Page(msgspec.Struct, kw_only=True, frozen=True):
+    records: list[PolledRecord]
+    malformed: list[Malformed]
+    #: None on the last page
+    next_cursor: str | None
+    #: the page size PagerDuty says it used (information only)
+    limit: int | None
+    status: int
+    #: HTTP requests this page took, retries included
+    request_count: int
+
+
 class RawEnvelope(msgspec.Struct, kw_only=True, frozen=True):
-    """The value on ``pagerduty_audit_logs_raw``: the record as sent, plus where it came from."""
+    """The value on ``pagerduty_audit_logs_raw``: the record as sent, plus where it came from.
+
+    A record the poller could not pass on (malformed, too deep, too large) travels as an
+    envelope with ``record`` null and ``rejected`` saying why, keyed ``dlq:<id>``: the
+    pipeline dead-letters it once per id, as it emits every record once.
+    """
 
     source_name: str
     source_type: str = "pagerduty"
     polled_at: datetime
     record: msgspec.Raw
+    #: absent (not null) on every record the poller passed on as it is
+    rejected: Rejected | msgspec.UnsetType = msgspec.UNSET
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -121,6 +165,21 @@ class Checkpoint(msgspec.Struct, kw_only=True, frozen=True):
     records: int = 0
     #: the newest execution_time seen, for lag and health reporting
     last_record_at: datetime | None = None
+
+
+class WindowDone(msgspec.Struct, kw_only=True, frozen=True):
+    """A backfill window whose every record the broker acknowledged (a progress entry)."""
+
+    source_name: str
+    since: datetime
+    until: datetime
+    records: int = 0
+    pages: int = 0
+    malformed: int = 0
+    done_at: datetime
+    #: the backfill range the window belonged to (information only)
+    backfill_since: datetime | None = None
+    backfill_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,11 @@
 """From raw records to output messages: dedupe decision, enrichment, routing, dead letters.
 
-Pure: a batch of raw-topic messages in, the messages to send out. The faust agent supplies
-the dedupe lookup and does the sending; this module never raises on input. Anything that
-cannot become an output document becomes a dead letter with its reason and original bytes.
+Pure: a batch of raw-topic messages in, the messages to send out. The caller supplies the
+dedupe lookup and does the sending; this module never raises on input. Anything that
+cannot become an output document becomes a dead letter with its reason and original bytes:
+an envelope that does not decode, a record that is not an audit record, a record the poller
+rejected (malformed, too deep, too large), and a document larger than the output topic
+takes. Each dead letter, like each output, is produced once per key: its key is marked seen.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from streamapp.core.deadletter import dead_letter
+from streamapp.core.deadletter import dead_letter, one_line, original_of
 from streamapp.core.enrich import InvalidRecord, encode_document, enrich
-from streamapp.core.models import Outgoing, RawEnvelope
+from streamapp.core.models import Outgoing, RawEnvelope, Rejected
 from streamapp.core.ocsf import encode_ocsf, to_ocsf
 from streamapp.core.routing import Router, headers_for, message_key
 
@@ -23,6 +26,12 @@ _decode_envelope = msgspec.json.Decoder(RawEnvelope).decode
 _encode = msgspec.json.Encoder().encode
 
 Headers = list[tuple[str, bytes]]
+#: the largest value (bytes) a message to a topic may carry; unlimited when not given
+Room = Callable[[str], int]
+
+
+def _unlimited(topic: str) -> int:
+    return 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +47,25 @@ class Incoming:
 @dataclass
 class BatchResult:
     messages: list[Outgoing] = field(default_factory=list)
-    #: (record id, raw partition) of records emitted for the first time: mark them seen
-    #: only once the broker acknowledged ``messages``
+    #: for each message, the index in the batch of the raw message it came from
+    origin: list[int] = field(default_factory=list)
+    #: (key, raw partition) of records emitted or dead-lettered for the first time: mark
+    #: them seen only once the broker acknowledged ``messages``
     fresh: list[tuple[bytes, int]] = field(default_factory=list)
     #: source name → count, for metrics
     emitted: dict[str, int] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
-    dead: dict[str, int] = field(default_factory=dict)
+    #: (source name, stage) → count of dead letters
+    dead: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add(self, message: Outgoing, origin: int) -> None:
+        self.messages.append(message)
+        self.origin.append(origin)
 
 
-def _bump(counter: dict[str, int], name: str | None) -> None:
+def _bump(counter: dict[str, int], name: str | None, n: int = 1) -> None:
     key = name or "-"
-    counter[key] = counter.get(key, 0) + 1
+    counter[key] = counter.get(key, 0) + n
 
 
 @dataclass
@@ -60,17 +76,24 @@ class Processor:
     router: Router = field(default_factory=Router)
     ocsf_topic: str | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    room: Room = _unlimited
 
     def process(self, batch: Sequence[Incoming], seen: Callable[[bytes, int], bool]) -> BatchResult:
         result = BatchResult()
         now = self.clock()
         in_batch: set[bytes] = set()
-        for message in batch:
-            self._one(message, seen, in_batch, now, result)
+        for index, message in enumerate(batch):
+            self._one(index, message, seen, in_batch, now, result)
         return result
+
+    def _repeat(
+        self, key: bytes | None, partition: int, in_batch: set[bytes], seen: Callable[..., bool]
+    ) -> bool:
+        return key is not None and (key in in_batch or seen(key, partition))
 
     def _one(
         self,
+        index: int,
         message: Incoming,
         seen: Callable[[bytes, int], bool],
         in_batch: set[bytes],
@@ -80,14 +103,31 @@ class Processor:
         original = message.value or b""
         try:
             envelope = _decode_envelope(original)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._dead(message, f"not a raw-topic envelope: {exc}", None, now, result)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            if not self._repeat(message.key, message.partition, in_batch, seen):
+                reason = f"not a raw-topic envelope: {exc}"
+                self._dead(index, message, reason, None, now, result, in_batch)
             return
-        if message.key is not None and (
-            message.key in in_batch or seen(message.key, message.partition)
-        ):
+        if self._repeat(message.key, message.partition, in_batch, seen):
             # the raw topic is keyed by record id: a repeat needs no enrichment
             _bump(result.duplicates, envelope.source_name)
+            return
+        if not isinstance(envelope.rejected, msgspec.UnsetType):
+            rejection = envelope.rejected
+            carried = original_of(rejection)
+            self._dead(
+                index,
+                message,
+                f"rejected by the poller: {rejection.reason}",
+                envelope.source_name,
+                now,
+                result,
+                in_batch,
+                stage="poll",
+                original=carried,
+                record_id=rejection.record_id,
+                omitted=rejection if carried is None else None,
+            )
             return
         try:
             doc = enrich(
@@ -97,64 +137,115 @@ class Processor:
                 ingested_at=now,
             )
         except InvalidRecord as exc:
-            self._dead(
-                message,
-                f"invalid audit record: {exc.reason}",
-                envelope.source_name,
-                now,
-                result,
-            )
+            self._dead(index, message, exc.reason, envelope.source_name, now, result, in_batch)
             return
         except Exception as exc:  # never crash on input: a bug here still dead-letters
-            self._dead(
-                message,
-                f"enrichment failed: {type(exc).__name__}: {exc}",
-                envelope.source_name,
-                now,
-                result,
-            )
+            reason = f"enrichment failed: {type(exc).__name__}: {exc}"
+            self._dead(index, message, reason, envelope.source_name, now, result, in_batch)
             return
         record_id = doc.id.encode()
-        if record_id != message.key and (
-            record_id in in_batch or seen(record_id, message.partition)
-        ):
+        if record_id != message.key and self._repeat(record_id, message.partition, in_batch, seen):
             _bump(result.duplicates, doc.source_name)
+            return
+        value = encode_document(doc)
+        if len(value) > self.room(self.output_topic):
+            reason = (
+                f"the output document is {len(value):,} bytes, more than the"
+                f" {self.room(self.output_topic):,} topic {self.output_topic!r} takes"
+            )
+            self._dead(
+                index, message, reason, doc.source_name, now, result, in_batch, record_id=doc.id
+            )
+            in_batch.add(record_id)
+            result.fresh.append((record_id, message.partition))
             return
         in_batch.add(record_id)
         key = message_key(doc)
         headers = headers_for(doc)
-        value = encode_document(doc)
-        result.messages.append(Outgoing(self.output_topic, key, value, headers))
+        result.add(Outgoing(self.output_topic, key, value, headers), index)
         for topic in self.router.topics_for(doc):
-            result.messages.append(Outgoing(topic, key, value, headers))
+            result.add(Outgoing(topic, key, value, headers), index)
         if self.ocsf_topic is not None:
-            result.messages.append(
-                Outgoing(self.ocsf_topic, key, encode_ocsf(to_ocsf(doc)), headers)
-            )
+            ocsf = encode_ocsf(to_ocsf(doc))
+            if len(ocsf) <= self.room(self.ocsf_topic):
+                result.add(Outgoing(self.ocsf_topic, key, ocsf, headers), index)
+            else:
+                reason = f"the OCSF rendering is {len(ocsf):,} bytes, more than its topic takes"
+                self._letter(index, message, reason, doc.source_name, now, result, "ocsf", doc.id)
         result.fresh.append((record_id, message.partition))
         _bump(result.emitted, doc.source_name)
 
     def _dead(
         self,
+        index: int,
         message: Incoming,
         reason: str,
         source_name: str | None,
         now: datetime,
         result: BatchResult,
+        in_batch: set[bytes],
+        *,
+        stage: str = "pipeline",
+        original: bytes | None = None,
+        record_id: str | None = None,
+        omitted: Rejected | None = None,
+    ) -> None:
+        """Dead-letter a raw message, once per key."""
+        self._letter(
+            index, message, reason, source_name, now, result, stage, record_id, original, omitted
+        )
+        if message.key is not None:
+            in_batch.add(message.key)
+            result.fresh.append((message.key, message.partition))
+
+    def _letter(
+        self,
+        index: int,
+        message: Incoming,
+        reason: str,
+        source_name: str | None,
+        now: datetime,
+        result: BatchResult,
+        stage: str,
+        record_id: str | None,
+        original: bytes | None = None,
+        omitted: Rejected | None = None,
     ) -> None:
         letter = dead_letter(
-            message.value or b"",
+            message.value or b"" if original is None else original,
             reason=reason,
-            stage="pipeline",
+            stage=stage,
             source_name=source_name,
             at=now,
             topic=self.raw_topic,
             partition=message.partition,
             offset=message.offset,
+            record_id=record_id,
+            room=self.room(self.dlq_topic),
+            omitted=omitted,
         )
-        headers: Headers = [("reason", letter.reason[:200].encode())]
-        result.messages.append(Outgoing(self.dlq_topic, message.key, _encode(letter), headers))
-        _bump(result.dead, source_name)
+        headers: Headers = [("reason", one_line(letter.reason, 200).encode())]
+        result.add(Outgoing(self.dlq_topic, message.key, _encode(letter), headers), index)
+        key = (source_name or "-", stage)
+        result.dead[key] = result.dead.get(key, 0) + 1
+
+    def dead_letter_for(
+        self, message: Incoming, reason: str, *, source_name: str | None = None
+    ) -> Outgoing:
+        """A bounded dead letter for a raw message whose outputs the broker refused."""
+        letter = dead_letter(
+            message.value or b"",
+            reason=reason,
+            stage="publish",
+            source_name=source_name,
+            at=self.clock(),
+            topic=self.raw_topic,
+            partition=message.partition,
+            offset=message.offset,
+            room=self.room(self.dlq_topic),
+        )
+        headers: Headers = [("reason", one_line(letter.reason, 200).encode())]
+        return Outgoing(self.dlq_topic, message.key, _encode(letter), headers)
 
 
 def seen_value(first_seen: float, partition: int) -> bytes:

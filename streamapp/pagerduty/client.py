@@ -45,7 +45,15 @@ from streamapp.core.errors import (
     WalkTooLong,
 )
 from streamapp.core.jsonscan import NotAPage, nesting_depth, split_page
-from streamapp.core.models import AuditPage, PolledRecord, RecordKey, as_utc, rfc3339
+from streamapp.core.models import (
+    AuditPage,
+    Malformed,
+    Page,
+    PolledRecord,
+    RecordKey,
+    as_utc,
+    rfc3339,
+)
 from streamapp.pagerduty.auth import TokenProvider
 from streamapp.pagerduty.body import Answer, Limits, exchange
 from streamapp.pagerduty.ratelimit import RequestGate, TokenPaused, parse_reset
@@ -62,27 +70,6 @@ DEFAULT_MAX_DEPTH = 64
 MAX_EMPTY_PAGES = 10
 #: a body this large is decoded off the event loop
 LARGE_BODY = 1024 * 1024
-
-
-class Malformed(msgspec.Struct, kw_only=True, frozen=True):
-    """A record of a page that cannot be keyed: its exact bytes and why (one line)."""
-
-    raw: bytes
-    reason: str
-    #: the record's ``id`` when one could be read (the dead letter is keyed by it)
-    id: str | None = None
-
-
-class Page(msgspec.Struct, kw_only=True, frozen=True):
-    records: list[PolledRecord]
-    malformed: list[Malformed]
-    #: None on the last page
-    next_cursor: str | None
-    #: the page size PagerDuty says it used (information only)
-    limit: int | None
-    status: int
-    #: HTTP requests this page took, retries included
-    request_count: int
 
 
 _PAGE = msgspec.json.Decoder(AuditPage)
@@ -137,6 +124,10 @@ class PagerDutyClient:
     @property
     def base_url(self) -> str:
         return self._base_url
+
+    @property
+    def gate(self) -> RequestGate:
+        return self._gate
 
     def __repr__(self) -> str:
         return f"PagerDutyClient(base_url={self._base_url!r})"
@@ -238,11 +229,11 @@ class PagerDutyClient:
                 delay = retry.delay_for(attempt, failure)
                 if from_api:  # every user of this token waits, not only this request
                     self._gate.block_until(self._clock() + delay)
-                if self.max_wait is not None and delay > self.max_wait:
-                    raise self._paused(delay)
             client_error = isinstance(failure, ApiError) and 400 <= failure.status < 500
             if not failure.retryable or attempt >= retry.max_attempts or (probe and client_error):
                 raise failure
+            if delay is not None and self.max_wait is not None and delay > self.max_wait:
+                raise self._paused(delay)
             if delay is None:
                 delay = retry.delay_for(attempt, failure)
             await self._sleep(delay)

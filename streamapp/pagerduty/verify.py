@@ -10,9 +10,11 @@ prints ``{source}: {verdict}`` for every configured source (or only ``NAME``) an
   included: ``verify_all`` raises ``ConfigError`` for it and ``main`` turns that into 2.
 
 Each probe is one request, not retried (a verdict should be quick and say what happened),
-through a request gate of its own so a worker's rate-limit pause elsewhere in the process
-does not hold it. A token, client secret or Authorization header never appears in a line:
-the client's errors are built without them, and every line is scrubbed by ``REDACTOR``.
+built like every other client (``ClientFactory``): a worker's status page verifies through
+the worker's own gates, so a token PagerDuty asked to pause is reported as paused instead
+of being sent another request. A token, client secret or Authorization header never appears
+in a line: the client's errors are built without them, and every line is scrubbed by
+``REDACTOR``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,7 @@ import msgspec
 from streamapp.config import SourceConfig, load_settings
 from streamapp.core.errors import ApiError, ConfigError, PagerDutyError
 from streamapp.core.redact import REDACTOR
-from streamapp.pagerduty.auth import make_auth
-from streamapp.pagerduty.client import PagerDutyClient
-from streamapp.pagerduty.ratelimit import RequestGate
+from streamapp.pagerduty.factory import ClientFactory
 from streamapp.pagerduty.retry import RetryPolicy, one_line
 
 __all__ = ["Verdict", "exit_status", "main", "verify_all", "verify_source"]
@@ -46,6 +46,7 @@ _VERDICTS: Final[dict[str, str]] = {
     "tls": "TLS failure",
     "transport": "connection failed",
     "rate_limited": "rate limited (429)",
+    "rate_limit_wait": "rate limited: PagerDuty asked this token to pause",
     "protocol": "unreadable answer",
     "bad_request": "request refused (400)",
 }
@@ -102,18 +103,14 @@ def _failure(source: SourceConfig, exc: PagerDutyError, timeout: float) -> Verdi
 
 async def verify_source(
     source: SourceConfig,
-    http: httpx.AsyncClient,
+    clients: ClientFactory | httpx.AsyncClient,
     *,
     timeout: float = 10.0,  # noqa: ASYNC109 (per request, passed to httpx; also the bound)
 ) -> Verdict:
     """Probe one source; never raises for what PagerDuty or the network does."""
-    client = PagerDutyClient(
-        http,
-        base_url=source.api_url,
-        auth=make_auth(source.credentials, http),
-        gate=RequestGate(),
-        retry=RetryPolicy(max_attempts=1),
-        timeout=timeout,
+    factory = clients if isinstance(clients, ClientFactory) else ClientFactory(clients)
+    client = factory.client(
+        source, retry=RetryPolicy(max_attempts=1), timeout=timeout, max_wait=0.0
     )
     failure: PagerDutyError | None = None
     try:
@@ -144,7 +141,7 @@ async def verify_source(
 
 async def verify_all(
     sources: Sequence[SourceConfig],
-    http: httpx.AsyncClient,
+    http: ClientFactory | httpx.AsyncClient,
     only: str | None = None,
     *,
     request_timeout: float = 10.0,

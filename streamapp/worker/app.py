@@ -1,8 +1,10 @@
-"""The faust application: its settings, topics and tables. Nothing else lives here.
+"""The faust application: settings, and thin adapters around the worker's plain classes.
 
-``faust -A streamapp.worker.app worker -l info`` finds the ``app`` attribute. The leaf modules that
-hold the poller and the agents import this module, never the reverse; they are listed in
-``MODULES`` and discovered explicitly.
+``faust -A streamapp.app worker -l info`` finds ``app`` (``streamapp/app.py`` re-exports
+it). faust provides what it is good at: the worker process, its signals and shutdown,
+leader election among the workers (the poller polls on the leader only), the web server,
+the command line, and the one agent that hands notifications to the channels. Everything
+else is a plain class in :mod:`streamapp.worker.runtime`, started by one service here.
 
 Importing this module reads the environment only (cheap): no loop, no client, no
 connection is made until the worker starts. A bad setting stops start-up with one line.
@@ -10,29 +12,22 @@ connection is made until the worker starts. A bad setting stops start-up with on
 
 from __future__ import annotations
 
+import logging
 import sys
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import SimpleNamespace
-from typing import Any
 
 import faust
-from faust.streams import _current_event
+from mode import Service
 
-from streamapp.config import Settings, load_settings
-from streamapp.kafka import clients
-from streamapp.core.errors import ConfigError
+from streamapp.config import Settings, load_settings, unknown_variables
+from streamapp.core.errors import ConfigError, StreamappError
+from streamapp.worker import faust_compat
 from streamapp.worker.logsetup import logging_config
+from streamapp.worker.runtime import Runtime
 
-#: the leaf modules that define timers, agents, commands and views
-MODULES = [
-    "streamapp.worker.poller",
-    "streamapp.worker.agents",
-    "streamapp.worker.watchdog",
-    "streamapp.worker.views",
-    "streamapp.cli.commands",
-]
+log = logging.getLogger("streamapp.worker")
+
+#: the leaf modules that define views and commands
+MODULES = ["streamapp.worker.views", "streamapp.cli.commands"]
 
 
 def _load() -> Settings:
@@ -44,157 +39,59 @@ def _load() -> Settings:
 
 
 settings = _load()
-clients.configure(settings.kafka_security)
 
 app = faust.App(
     settings.app_id,
     broker=settings.broker or "kafka://127.0.0.1:9092",
-    store=settings.store,
+    store="memory://",
     datadir=settings.data_dir,
     autodiscover=MODULES,
     origin="streamapp",
-    topic_partitions=settings.partitions,
+    topic_partitions=1,
     key_serializer="raw",
     value_serializer="raw",
     web_port=settings.web_port,
+    web_bind=settings.web_bind,
+    # faust's own pages (tables, router, graph, stats) show internals: off unless asked for
+    **faust_compat.builtin_pages(settings.web_faust_pages),
     producer_acks=-1,
-    # throughput: large producer batches, large fetches, a deep stream buffer (the pipeline
-    # takes up to 10,000 events at a time)
-    producer_linger_ms=5,
-    producer_max_batch_size=1024 * 1024,
-    producer_max_request_size=4 * 1024 * 1024,
-    broker_max_poll_records=5000,
-    stream_buffer_maxsize=20000,
-    # short enough that a dead worker's sources and partitions move within seconds
+    # short enough that a dead worker's polling moves to another within seconds
     broker_session_timeout=settings.session_timeout,
     broker_heartbeat_interval=max(0.5, min(3.0, settings.session_timeout / 6)),
-    broker_commit_every=1000,
-    broker_commit_interval=1.0,
     logging_config=logging_config(settings.log_level, settings.log_json),
-    broker_credentials=clients.faust_credentials(settings.kafka_security),
+    broker_credentials=faust_compat.credentials(settings.kafka_security),
     recovery_consistency_check=settings.recovery_consistency_check,
 )
 
-raw_topic = app.topic(
-    settings.topics.raw,
-    partitions=settings.partitions,
-    key_type=bytes,
-    value_type=bytes,
-    internal=True,
-)
 notifications_topic = app.topic(
-    settings.topics.notifications,
-    partitions=1,
-    key_type=bytes,
-    value_type=bytes,
+    settings.topics.notifications, partitions=1, key_type=bytes, value_type=bytes
 )
-dlq_topic = app.topic(
-    settings.topics.dlq,
-    partitions=settings.partitions,
-    key_type=bytes,
-    value_type=bytes,
-    internal=True,
+
+runtime = Runtime(
+    settings,
+    is_leader=app.is_leader,
+    ready=lambda: not app.rebalancing and not app.in_recovery,
 )
 
 
-class _PartitionStandIn:
-    """Just enough of an event for faust's stores, which read the partition of a write from
-    the current event (the RocksDB store asserts there is one)."""
+@app.service
+class Worker(Service):
+    """Starts the worker's parts once faust is up; stops them first when it stops."""
 
-    __slots__ = ("__weakref__", "message")
+    async def on_start(self) -> None:
+        for name in unknown_variables():
+            log.warning("%s is not a setting streamapp knows (a typo?); it is ignored", name)
+        try:
+            await runtime.start()
+        except StreamappError as exc:
+            faust_compat.fail_start(str(exc))
 
-    def __init__(self, partition: int) -> None:
-        self.message = SimpleNamespace(partition=partition)
-
-
-@contextmanager
-def writing_to(partition: int) -> Iterator[None]:
-    """Make table writes and reads outside a stream event go to ``partition``."""
-    stand_in = _PartitionStandIn(partition)
-    token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+    async def on_stop(self) -> None:
+        await runtime.stop()
 
 
-class OnePartitionGlobalTable(faust.GlobalTable):
-    """A global table written outside any stream (by the poller and the watchdog).
-
-    faust takes a table write's partition from the current event, which a timer or service
-    does not have; ``use_partitioner`` instead asks the producer, which fails until the
-    producer has metadata for the changelog. With one partition the answer is always 0.
-    """
-
-    def partition_for_key(self, key: object) -> int | None:
-        return 0
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        with writing_to(0):
-            super().__setitem__(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        with writing_to(0):
-            super().__delitem__(key)
-
-
-def global_table(name: str) -> OnePartitionGlobalTable:
-    """Global: whichever worker leads polls every source and must see every entry; one
-    partition, as faust advises for global tables."""
-    table = OnePartitionGlobalTable(
-        app,
-        name=name,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=1,
-        recovery_buffer_size=1,
-        standby_buffer_size=1,
-        is_global=True,
-        beacon=app.tables.beacon,
-    )
-    app.tables.add(table)
-    return table
-
-
-_topics_created = False
-
-
-async def ensure_output_topics() -> None:
-    """Create every topic the app writes to before the first write (once per process).
-
-    faust creates the topics its agents read and its changelogs, not the ones we only
-    write to; a write to a missing topic can wait for metadata for a very long time, and
-    a broker that auto-creates would pick its own partition count.
-    """
-    global _topics_created
-    if _topics_created:
-        return
-    names = [
-        settings.topics.output,
-        settings.topics.dlq,
-        *([settings.topics.ocsf] if settings.ocsf else []),
-        *settings.router.extra_topics,
-    ]
-    await clients.ensure_topics(
-        clients.bootstrap_servers(settings.broker),
-        {name: (settings.partitions, {}) for name in names},
-    )
-    _topics_created = True
-
-
-async def durable_put(table: OnePartitionGlobalTable, key: bytes, value: bytes) -> None:
-    """Write a global table entry and return once the broker acknowledged it.
-
-    A plain ``table[key] = value`` only queues the changelog write in faust's producer
-    buffer; a worker killed a moment later would lose a checkpoint it already logged.
-    """
-    fut = await app.producer.send(table.changelog_topic.get_topic_name(), key, value, 0, None, None)
-    await fut
-    with writing_to(0):
-        table.data[key] = value  # the local copy; the changelog already holds it
-
-
-#: source name → msgspec-encoded models.Checkpoint, written by the leader's poller
-checkpoints = global_table("checkpoints")
-#: source name → msgspec-encoded health.SourceHealth, written by the leader's watchdog
-health = global_table("health")
+@app.agent(notifications_topic)
+async def deliver(stream: faust.StreamT) -> None:
+    """Each health notification, to its source's channels."""
+    async for value in stream:
+        await runtime.watchdog.deliver(value)

@@ -1,7 +1,7 @@
-"""Prometheus metrics: one registry for the process, served at ``/metrics`` by the worker.
+"""Prometheus metrics of one worker: a registry of its own, served at ``/metrics``.
 
-Counters are incremented where the work happens (poller, agents, deliverer); the
-checkpoint lag is computed at scrape time from the checkpoints the worker holds.
+Counters are incremented where the work happens (poller, pipeline, deliverer); the
+checkpoint lag and the pipeline's wait for acknowledgements are read at scrape time.
 """
 
 from __future__ import annotations
@@ -20,88 +20,111 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
-REGISTRY = CollectorRegistry(auto_describe=True)
 
-RECORDS_POLLED = Counter(
-    "streamapp_records_polled", "Audit records read from PagerDuty", ["source"], registry=REGISTRY
-)
-RECORDS_EMITTED = Counter(
-    "streamapp_records_emitted",
-    "Audit records written to the output topic (first time seen)",
-    ["source"],
-    registry=REGISTRY,
-)
-RECORDS_DEDUPLICATED = Counter(
-    "streamapp_records_deduplicated",
-    "Raw records dropped because their id was already emitted",
-    ["source"],
-    registry=REGISTRY,
-)
-RECORDS_DEAD_LETTERED = Counter(
-    "streamapp_records_dead_lettered",
-    "Records sent to the dead-letter topic",
-    ["source", "stage"],
-    registry=REGISTRY,
-)
-API_REQUESTS = Counter(
-    "streamapp_api_requests",
-    "PagerDuty API requests by answer (HTTP status, or timeout/unreachable)",
-    ["source", "status"],
-    registry=REGISTRY,
-)
-POLLS = Counter(
-    "streamapp_polls",
-    "Polls by outcome (ok, failed, interrupted)",
-    ["source", "outcome"],
-    registry=REGISTRY,
-)
-POLL_DURATION = Histogram(
-    "streamapp_poll_duration_seconds",
-    "Duration of one poll of one source",
-    ["source"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
-    registry=REGISTRY,
-)
-GAP_RECORDS = Counter(
-    "streamapp_skipped_offsets_repaired",
-    "Raw records the stream skipped (a faust defect) that the agent read directly",
-    registry=REGISTRY,
-)
-NOTIFICATIONS_SENT = Counter(
-    "streamapp_notifications_sent",
-    "Health notifications delivered, per channel",
-    ["channel"],
-    registry=REGISTRY,
-)
-NOTIFICATIONS_FAILED = Counter(
-    "streamapp_notifications_failed",
-    "Health notifications that could not be delivered after retries, per channel",
-    ["channel"],
-    registry=REGISTRY,
-)
+Checkpoints = Callable[[], Iterable[tuple[str, datetime]]]
 
 
-class CheckpointLag(Collector):
-    """``now - checkpoint`` per source, read when Prometheus scrapes."""
+class _Gauges(Collector):
+    """Values computed when Prometheus scrapes."""
 
-    def __init__(self, checkpoints: Callable[[], Iterable[tuple[str, datetime]]]) -> None:
+    def __init__(self, checkpoints: Checkpoints, stalled: Callable[[], float]) -> None:
         self._checkpoints = checkpoints
+        self._stalled = stalled
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily(
+        lag = GaugeMetricFamily(
             "streamapp_checkpoint_lag_seconds",
             "Seconds between now and the source's checkpoint (records older are acknowledged)",
             labels=["source"],
         )
         now = datetime.now(UTC)
         for source, until in self._checkpoints():
-            gauge.add_metric([source], max(0.0, (now - until).total_seconds()))
-        yield gauge
+            lag.add_metric([source], max(0.0, (now - until).total_seconds()))
+        yield lag
+        yield GaugeMetricFamily(
+            "streamapp_pipeline_unacknowledged_seconds",
+            "Seconds the pipeline's current batch has waited for the broker's acknowledgements",
+            value=self._stalled(),
+        )
 
 
-def register_checkpoint_lag(checkpoints: Callable[[], Iterable[tuple[str, datetime]]]) -> None:
-    REGISTRY.register(CheckpointLag(checkpoints))
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.records_polled = Counter(
+            "streamapp_records_polled",
+            "Audit records read from PagerDuty",
+            ["source"],
+            registry=registry,
+        )
+        self.records_emitted = Counter(
+            "streamapp_records_emitted",
+            "Audit records written to the output topic (first time seen)",
+            ["source"],
+            registry=registry,
+        )
+        self.records_deduplicated = Counter(
+            "streamapp_records_deduplicated",
+            "Raw records dropped because their id was already emitted",
+            ["source"],
+            registry=registry,
+        )
+        self.records_dead_lettered = Counter(
+            "streamapp_records_dead_lettered",
+            "Records sent to the dead-letter topic, by the stage that could not take them",
+            ["source", "stage"],
+            registry=registry,
+        )
+        self.api_requests = Counter(
+            "streamapp_api_requests",
+            "PagerDuty API requests by answer (HTTP status, or timeout/unreachable)",
+            ["source", "status"],
+            registry=registry,
+        )
+        self.polls = Counter(
+            "streamapp_polls",
+            "Polls by outcome (ok, failed, interrupted)",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.poll_duration = Histogram(
+            "streamapp_poll_duration_seconds",
+            "Duration of one poll of one source",
+            ["source"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=registry,
+        )
+        self.notifications_sent = Counter(
+            "streamapp_notifications_sent",
+            "Health notifications delivered, per channel",
+            ["channel"],
+            registry=registry,
+        )
+        self.notifications_failed = Counter(
+            "streamapp_notifications_failed",
+            "Health notifications that could not be delivered after retries, per channel",
+            ["channel"],
+            registry=registry,
+        )
 
+    def watch(self, checkpoints: Checkpoints, stalled: Callable[[], float]) -> None:
+        self.registry.register(_Gauges(checkpoints, stalled))
 
-def render() -> bytes:
-    return generate_latest(REGISTRY)
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # --- what the worker's parts report ---------------------------------------------------
+
+    def answer(self, source: str, status: str) -> None:
+        self.api_requests.labels(source, status).inc()
+
+    def poll(self, source: str, outcome: str, seconds: float) -> None:
+        self.polls.labels(source, outcome).inc()
+        if outcome != "interrupted":
+            self.poll_duration.labels(source).observe(seconds)
+
+    def published(self, source: str, records: int, rejected: int) -> None:
+        self.records_polled.labels(source).inc(records)
+
+    def delivery(self, channel: str, ok: bool) -> None:
+        (self.notifications_sent if ok else self.notifications_failed).labels(channel).inc()

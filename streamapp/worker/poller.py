@@ -1,10 +1,11 @@
 """The poller: every source polled by exactly one worker, the leader, at its interval.
 
-Thin faust shell around ``streamapp.core.ingest.poll_once``. A half-second ticker runs on every
-worker; on the leader it starts a poll task per source when one is due, and on any worker
-that is not (or no longer) the leader it cancels whatever polls it still runs, so after a
-failover exactly one worker polls. Records go to the raw topic keyed by id; checkpoints
-live in the global ``checkpoints`` table (a Kafka changelog), so any worker resumes them.
+A plain class (no faust): ``is_leader`` and ``ready`` are handed in. ``tick`` runs every
+half second on every worker: on the leader it starts a poll task per source when one is
+due, and anywhere else it cancels whatever polls this worker still runs, so after a
+failover exactly one worker polls. Sources start spread over their interval, so a
+thousand sources do not all poll at the same second. A new leader first reads the
+progress topic to its end, so it resumes every source where the last one stopped.
 """
 
 from __future__ import annotations
@@ -13,252 +14,198 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
-import httpx
-import msgspec
-from mode import Service
-
-from streamapp.config import SourceConfig
+from streamapp.config import Settings, SourceConfig
 from streamapp.core.errors import PagerDutyError, PublishError
-from streamapp.core.ingest import PollInterrupted, page_messages, poll_once, send_all
-from streamapp.core.models import Checkpoint, Outgoing
+from streamapp.core.ingest import PollInterrupted, PollReport, RecordSink, poll_source
 from streamapp.core.redact import REDACTOR
-from streamapp.kafka.clients import bootstrap_servers, read_topic_latest
-from streamapp.pagerduty.auth import make_auth
-from streamapp.pagerduty.client import Page, PagerDutyClient
-from streamapp.pagerduty.retry import RetryPolicy
-from streamapp.worker import metrics, watchdog
-from streamapp.worker.app import (
-    app,
-    checkpoints,
-    dlq_topic,
-    durable_put,
-    ensure_output_topics,
-    raw_topic,
-    settings,
-)
+from streamapp.kafka.progress import ProgressTable
+from streamapp.pagerduty.client import PagerDutyClient
+from streamapp.pagerduty.factory import ClientFactory
 
-log = logging.getLogger("streamapp.worker.poller")
+log = logging.getLogger("streamapp.poller")
 
-_encode = msgspec.json.Encoder().encode
-_decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
-
-#: the largest window one request walks (PagerDuty allows 31 days; a day keeps a failed
-#: window cheap to repeat and a backfill's progress fine-grained)
-MAX_WINDOW = timedelta(days=1)
+TICK = 0.5
 
 
-class TableCheckpoints:
-    """CheckpointStore over the global changelog-backed table."""
-
-    def get(self, source_name: str) -> Checkpoint | None:
-        value = checkpoints.get(source_name.encode())
-        if value is None:
-            return None
-        try:
-            return _decode_checkpoint(value)
-        except msgspec.ValidationError:
-            log.error("checkpoint of source %r is unreadable; starting it afresh", source_name)
-            return None
-
-    async def put(self, source_name: str, checkpoint: Checkpoint) -> None:
-        await durable_put(checkpoints, source_name.encode(), _encode(checkpoint))
+class HealthReporter(Protocol):
+    async def poll_succeeded(self, source: SourceConfig, report: PollReport) -> None: ...
+    async def poll_failed(
+        self, source: SourceConfig, kind: str, status: int | None, message: str
+    ) -> None: ...
 
 
-async def catch_up_checkpoints() -> None:
-    """Read the checkpoints' changelog to its real end before leading.
+@dataclass
+class SourcePoll:
+    """One source's polling on this worker."""
 
-    Table recovery stops at the end offset the broker reports, and some brokers (Tansu)
-    report one short of the newest batch: a worker taking over would then resume from an
-    older checkpoint. Harmless (the repeats are deduplicated) but avoidable: a direct read
-    to the last record finds the newest checkpoint, which the table then takes.
-    """
-    topic = checkpoints.changelog_topic.get_topic_name()
-    try:
-        latest = await read_topic_latest(
-            bootstrap_servers(settings.broker), topic, give_up_after=10.0
-        )
-    except Exception as exc:  # stale only means repeated work: poll anyway
-        log.warning("could not read %s to its end (%s); polling from the table", topic, exc)
-        return
-    store = TableCheckpoints()
-    for key, value in (latest or {}).items():
-        if key is None or value is None:
-            continue
-        try:
-            found = _decode_checkpoint(value)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        name = key.decode(errors="replace")
-        held = store.get(name)
-        if held is None or found.until > held.until:
-            await store.put(name, found)
-            log.info("checkpoint source=%s caught up from the changelog: %s", name, found.until)
-
-
-class KafkaPublisher:
-    """Publisher sending each record to the raw topic, keyed by id, via faust's producer."""
-
-    async def publish(self, source_name: str, page: Page) -> Awaitable[None]:
-        await ensure_output_topics()
-        metrics.RECORDS_POLLED.labels(source_name).inc(len(page.records) + len(page.malformed))
-        if page.malformed:
-            metrics.RECORDS_DEAD_LETTERED.labels(source_name, "poll").inc(len(page.malformed))
-        producer = app.producer
-        messages = page_messages(
-            source_name,
-            page,
-            raw_topic=raw_topic.get_topic_name(),
-            dlq_topic=dlq_topic.get_topic_name(),
-            now=datetime.now(UTC),
-        )
-
-        async def send(m: Outgoing) -> Awaitable[object]:
-            return await producer.send(m.topic, m.key, m.value, None, None, m.headers)
-
-        return await send_all(messages, send)
-
-
-class SourceRunner:
-    """One source's poll loop state on this worker."""
-
-    def __init__(self, source: SourceConfig, http: httpx.AsyncClient) -> None:
-        self.source = source
-        self.client = PagerDutyClient(
-            http,
-            base_url=source.api_url,
-            auth=make_auth(source.credentials, http),
-            retry=RetryPolicy(
-                max_attempts=settings.http_retry_attempts, base_delay=settings.http_retry_base
-            ),
-            timeout=settings.http_timeout,
-            on_answer=lambda status: metrics.API_REQUESTS.labels(source.name, status).inc(),
-        )
-        self.next_due = 0.0
-        self.task: asyncio.Task[None] | None = None
-        self.consecutive_failures = 0
+    source: SourceConfig
+    client: PagerDutyClient
+    next_due: float = 0.0
+    task: asyncio.Task[None] | None = None
+    #: the poll in progress (or the last one)
+    report: PollReport | None = None
+    consecutive_failures: int = 0
+    last_outcome: str | None = None
+    polls: int = field(default=0)
 
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
-    async def poll(self) -> None:
-        started = time.monotonic()
+
+class Poller:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        factory: ClientFactory,
+        sink: RecordSink,
+        progress: ProgressTable,
+        health: HealthReporter,
+        is_leader: Callable[[], bool],
+        ready: Callable[[], bool] = lambda: True,
+        on_poll: Callable[[str, str, float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.progress = progress
+        self.health = health
+        self.is_leader = is_leader
+        self.ready = ready
+        self._on_poll = on_poll
+        self._clock = clock
+        self.polls: dict[str, SourcePoll] = {
+            source.name: SourcePoll(
+                source,
+                factory.client(source, max_wait=source.poll_interval.total_seconds()),
+            )
+            for source in settings.sources
+        }
+        #: whether this worker, since it became the leader, has read the progress topic
+        self.caught_up = False
+        self.spread(self._clock())
+
+    def spread(self, now: float) -> None:
+        """First polls spread over each source's interval (no thundering herd)."""
+        count = len(self.polls)
+        for index, poll in enumerate(self.polls.values()):
+            interval = poll.source.poll_interval.total_seconds()
+            poll.next_due = now + interval * index / count if count > 1 else now
+
+    # --- the ticker -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not self.polls:
+            log.error(
+                "no PagerDuty source configured: set PAGERDUTY_API_TOKEN or STREAMAPP_SOURCES_FILE"
+            )
+        try:
+            while True:
+                await self.tick()
+                await asyncio.sleep(TICK)
+        finally:
+            await self.cancel_all()
+
+    async def tick(self) -> None:
+        if not self.is_leader():
+            if self.caught_up:
+                log.info("this worker no longer leads: it stops polling")
+            self.caught_up = False
+            if any(p.running for p in self.polls.values()):
+                await self.cancel_all()
+            return
+        if not self.ready():
+            return
+        if not self.caught_up:
+            if not await self.progress.table.caught_up():
+                log.warning("progress topic not read to its end yet; polling waits")
+                return
+            self.caught_up = True
+            self.spread(self._clock())
+            log.info("this worker leads: it polls %d source(s)", len(self.polls))
+        now = self._clock()
+        for poll in self.polls.values():
+            if not poll.running and now >= poll.next_due:
+                poll.task = asyncio.ensure_future(self.poll(poll))
+
+    async def cancel_all(self) -> None:
+        tasks = [p.task for p in self.polls.values() if p.task is not None and p.running]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def running(self) -> Sequence[SourcePoll]:
+        return [p for p in self.polls.values() if p.running]
+
+    # --- one poll -------------------------------------------------------------------------
+
+    async def poll(self, poll: SourcePoll) -> None:
+        source = poll.source
+        started = self._clock()
+        poll.report = report = PollReport(source.name)
         outcome = "failed"
         failure: tuple[str, int | None, str] | None = None
         try:
-            report = await poll_once(
-                self.source.name,
-                self.client,
-                KafkaPublisher(),
-                TableCheckpoints(),
-                lookback=self.source.lookback,
-                overlap=self.source.overlap,
-                max_window=MAX_WINDOW,
-                keep_going=app.is_leader,
+            await poll_source(
+                source.name,
+                poll.client,
+                self.sink,
+                self.progress,
+                lookback=source.lookback,
+                overlap=source.overlap,
+                keep_going=self.is_leader,
+                max_pages=self.settings.max_pages_per_window,
+                concurrency=self.settings.backfill_concurrency,
+                report=report,
             )
             outcome = "ok"
         except PollInterrupted:
             outcome = "interrupted"
-            log.info("poll source=%s stopped: this worker no longer leads", self.source.name)
+            log.info("poll source=%s stopped: this worker no longer leads", source.name)
             return
         except PagerDutyError as exc:
             failure = (exc.kind, getattr(exc, "status", None), str(exc))
         except PublishError as exc:
             failure = ("publish", None, str(exc))
         except Exception as exc:
-            failure = ("internal", None, REDACTOR.scrub(f"{type(exc).__name__}: {exc}"))
+            text = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
+            failure = ("internal", None, f"internal error ({text}); this is a bug")
         finally:
-            self.next_due = started + self.source.poll_interval.total_seconds()
-            metrics.POLLS.labels(self.source.name, outcome).inc()
-            metrics.POLL_DURATION.labels(self.source.name).observe(time.monotonic() - started)
+            poll.next_due = started + source.poll_interval.total_seconds()
+            poll.last_outcome = outcome
+            poll.polls += 1
+            if self._on_poll is not None:
+                self._on_poll(source.name, outcome, self._clock() - started)
         if failure is not None:
-            kind, status, message = failure
-            self.consecutive_failures += 1
-            log.warning(
-                "poll source=%s failed (%s, %d in a row): %s; checkpoint unchanged",
-                self.source.name,
-                kind,
-                self.consecutive_failures,
-                message,
-            )
-            await self._report(watchdog.poll_failed(self.source, kind, status, message))
+            await self._failed(poll, *failure)
             return
-        self.consecutive_failures = 0
+        poll.consecutive_failures = 0
         log.info(report.summary())
-        await self._report(watchdog.poll_succeeded(self.source, report.newest_record_at))
+        await self._report(source, self.health.poll_succeeded(source, report))
 
-    async def _report(self, health_update: Awaitable[None]) -> None:
+    async def _failed(self, poll: SourcePoll, kind: str, status: int | None, message: str) -> None:
+        poll.consecutive_failures += 1
+        log.warning(
+            "poll source=%s failed (%s, %d in a row): %s; checkpoint unchanged",
+            poll.source.name,
+            kind,
+            poll.consecutive_failures,
+            message,
+        )
+        await self._report(poll.source, self.health.poll_failed(poll.source, kind, status, message))
+
+    async def _report(self, source: SourceConfig, update: Awaitable[None]) -> None:
         # health bookkeeping must never stop polling; the next poll reports again
         try:
-            await health_update
+            await update
         except Exception as exc:
             log.warning(
-                "health update for source=%s failed: %s: %s",
-                self.source.name,
-                type(exc).__name__,
-                exc,
+                "health update for source=%s failed: %s: %s", source.name, type(exc).__name__, exc
             )
-
-
-@app.service
-class Poller(Service):
-    """Starts due polls on the leader; cancels them anywhere else."""
-
-    def __post_init__(self) -> None:
-        self.runners: dict[str, SourceRunner] = {}
-        self.http: httpx.AsyncClient | None = None
-        #: whether this worker, since it became the leader, read the checkpoints' changelog
-        self.caught_up = False
-
-    async def on_start(self) -> None:
-        if not settings.sources:
-            log.error(
-                "no PagerDuty source configured: set PAGERDUTY_API_TOKEN or STREAMAPP_SOURCES_FILE"
-            )
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout)),
-            follow_redirects=False,
-            headers={"User-Agent": "streamapp/0.1 (+audit-records collector)"},
-        )
-        self.runners = {s.name: SourceRunner(s, self.http) for s in settings.sources}
-
-    async def on_stop(self) -> None:
-        await self._cancel_all()
-        if self.http is not None:
-            await self.http.aclose()
-
-    async def _cancel_all(self) -> None:
-        tasks = [r.task for r in self.runners.values() if r.running]
-        for task in tasks:
-            assert task is not None
-            task.cancel()
-        for task in tasks:
-            assert task is not None
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    @Service.task
-    async def _ticker(self) -> None:
-        while not self.should_stop:
-            await self.tick()
-            await self.sleep(0.5)
-
-    async def tick(self) -> None:
-        if not app.is_leader():
-            self.caught_up = False
-            if any(r.running for r in self.runners.values()):
-                log.info("this worker is no longer the leader: stopping its polls")
-                await self._cancel_all()
-            return
-        if app.rebalancing or app.in_recovery:
-            return
-        if not self.caught_up:
-            await catch_up_checkpoints()
-            self.caught_up = True
-        now = time.monotonic()
-        for runner in self.runners.values():
-            if not runner.running and now >= runner.next_due:
-                runner.task = asyncio.ensure_future(runner.poll())

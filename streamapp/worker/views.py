@@ -1,83 +1,117 @@
-"""The worker's web endpoints, on ``STREAMAPP_WEB_PORT`` once table recovery is complete:
+"""The worker's web endpoints (faust views: a few lines each around the runtime).
 
-- ``/metrics``: Prometheus text format;
-- ``/ready``: 200 when this worker has recovered its tables and is not rebalancing;
-- ``/health``: every source's health as JSON; ``/health/{source}``: one source (404 if
-  unknown). Status 200 whatever the health: the body says it, the endpoint is up.
+- ``/``: the status page (``streamapp.worker.statuspage``); ``/api/status``: its model as JSON;
+- ``POST /actions/verify`` and ``POST /actions/test-notification``: the page's buttons,
+  guarded against cross-site requests (``check_action``);
+- ``/health``: every source's health and the worker's own (the pipeline's wait for
+  acknowledgements, polls that make no progress); ``/health/{source}``: one source (404 if
+  unknown). 200 whatever the health: the body's ``status`` says it;
+- ``/ready``: 200 when this worker has joined, is not rebalancing and its pipeline is not
+  stalled; 503 otherwise;
+- ``/metrics``: Prometheus text format.
+
+The web server binds to ``STREAMAPP_WEB_BIND`` (loopback by default). Nothing served is a
+secret: no token, channel URL or routing key reaches any of these answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import msgspec
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from streamapp.core.health import health_summary
-from streamapp.core.models import Checkpoint
-from streamapp.worker import metrics
-from streamapp.worker.app import app, checkpoints, settings
-from streamapp.worker.watchdog import state_of
+from streamapp.worker.app import app, runtime
+from streamapp.worker.status import (
+    health_document,
+    page_model,
+    ready_document,
+    run_action,
+    source_summary,
+)
+from streamapp.worker.statuspage import (
+    PAGE_HEADERS,
+    TEST_NOTIFICATION_PATH,
+    VERIFY_PATH,
+    check_action,
+    new_csrf_token,
+    render_page,
+)
 
-_decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
-
-
-def _checkpoint_times() -> Iterator[tuple[str, datetime]]:
-    for key, value in list(checkpoints.items()):
-        try:
-            yield key.decode(), _decode_checkpoint(value).until
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-            continue
-
-
-metrics.register_checkpoint_lag(_checkpoint_times)
+#: random per worker process; reaches only pages this worker served
+CSRF_TOKEN = new_csrf_token()
+_encode = msgspec.json.Encoder().encode
 
 
 @app.page("/metrics")
 class MetricsView(View):
     async def get(self, request: Request, **kwargs: Any) -> Response:
-        return self.bytes(metrics.render(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        return self.bytes(runtime.metrics.render(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
 @app.page("/ready")
 class ReadyView(View):
-    """200 once this worker has recovered its tables and is not rebalancing; 503 before."""
-
     async def get(self, request: Request, **kwargs: Any) -> Response:
-        ready = not app.rebalancing and not app.in_recovery
-        body = {
-            "ready": ready,
-            "leader": app.is_leader(),
-            "rebalancing": bool(app.rebalancing),
-            "in_recovery": bool(app.in_recovery),
-        }
-        return self.json(body, status=200 if ready else 503)
-
-
-def _summary(source_name: str) -> dict[str, Any]:
-    source = next(s for s in settings.sources if s.name == source_name)
-    return health_summary(
-        state_of(source_name), now=datetime.now(UTC), health_check=source.health_check
-    )
+        body = ready_document(
+            runtime, app.is_leader(), bool(app.rebalancing), bool(app.in_recovery)
+        )
+        return self.json(body, status=200 if body["ready"] else 503)
 
 
 @app.page("/health")
 class HealthView(View):
     async def get(self, request: Request, **kwargs: Any) -> Response:
-        sources = [_summary(source.name) for source in settings.sources]
-        worst = "ok"
-        for status in ("stale", "degraded", "error"):
-            if any(s["status"] == status for s in sources):
-                worst = status
-        return self.json({"status": worst, "sources": sources})
+        return self.json(health_document(runtime))
 
 
 @app.page("/health/{source}")
 class SourceHealthView(View):
     async def get(self, request: Request, source: str, **kwargs: Any) -> Response:
-        if source not in {s.name for s in settings.sources}:
+        summary = source_summary(runtime, source)
+        if summary is None:
             return self.json({"error": f"no source named {source!r}"}, status=404)
-        return self.json(_summary(source))
+        return self.json(summary)
+
+
+@app.page("/")
+class StatusPageView(View):
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        model = page_model(runtime, leader=app.is_leader(), now=time.time())
+        response = self.html(render_page(model, csrf_token=CSRF_TOKEN))
+        for name, value in PAGE_HEADERS.items():
+            response.headers[name] = value
+        return response
+
+
+@app.page("/api/status")
+class StatusView(View):
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        model = page_model(runtime, leader=app.is_leader(), now=time.time())
+        return self.bytes(_encode(model), content_type="application/json")
+
+
+class _Action(View):
+    action = ""
+
+    async def post(self, request: Request, **kwargs: Any) -> Response:
+        host = request.headers.get("Host", "")
+        refusal = check_action(request.method, request.headers, host, CSRF_TOKEN)
+        if refusal is not None:
+            return self.json({"ok": False, "message": refusal}, status=403)
+        answer, status = await run_action(runtime, self.action, await request.read())
+        return self.bytes(_encode(answer), content_type="application/json", status=status)
+
+    async def get(self, request: Request, **kwargs: Any) -> Response:
+        return self.json({"ok": False, "message": "actions need a POST"}, status=405)
+
+
+@app.page(VERIFY_PATH)
+class VerifyView(_Action):
+    action = "verify"
+
+
+@app.page(TEST_NOTIFICATION_PATH)
+class TestNotificationView(_Action):
+    action = "test-notification"

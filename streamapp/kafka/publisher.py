@@ -1,0 +1,250 @@
+"""The worker's one producer: every message the app writes goes through ``Publisher``.
+
+``deliver`` hands a batch to the broker and returns once each message is acknowledged or
+has failed for good. One bad message never holds up the rest:
+
+- a message larger than the broker takes (the topic's ``max.message.bytes`` where the broker
+  reports it, else the producer's own ``max_request_size``) is never sent: the caller's
+  ``substitute`` gives what to write instead (a dead letter, bounded);
+- the broker refusing a batch for its size or shape fails every message sharing that
+  batch; those are sent again one at a time, and the ones still refused are substituted;
+- anything else (broker down, timeouts) is reported back as failed, for the caller to
+  retry or give up on: the publisher itself never retries forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
+
+from streamapp.core.models import Outgoing
+from streamapp.kafka.clients import Cluster
+
+log = logging.getLogger("streamapp.publisher")
+
+#: errors that say "this message (or its batch) will never be accepted as it is"
+PERMANENT = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordException)
+#: bytes a record adds to its key, value and headers inside a record batch (a generous
+#: bound: the batch header is 61 bytes, a record's own framing at most ~25 more)
+RECORD_OVERHEAD = 128
+DEFAULT_MAX_REQUEST_SIZE = 4 * 1024 * 1024
+
+
+class Skip:
+    """A substitute's answer: nothing needs writing instead (another message covers it)."""
+
+
+SKIP = Skip()
+#: given a message's index in the batch and why it cannot be written, what to write instead:
+#: a message, SKIP, or None when there is no substitute (the message then fails)
+Substitute = Callable[[int, str], "Outgoing | Skip | None"]
+
+
+def encoded_size(message: Outgoing) -> int:
+    """An upper bound of the bytes the message takes in a record batch."""
+    size = len(message.value) + len(message.key or b"") + RECORD_OVERHEAD
+    for name, value in message.headers or ():
+        size += len(name) + len(value) + 8
+    return size
+
+
+@dataclass
+class Delivery:
+    """What became of each message of a batch (by index)."""
+
+    #: index → why it was replaced (its substitute was acknowledged)
+    substituted: dict[int, str] = field(default_factory=dict)
+    #: index → the error it failed with (transient: the caller may try again)
+    failed: dict[int, BaseException] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class Publisher:
+    """An aiokafka producer (acks from all in-sync replicas) with size-aware delivery."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        linger_ms: int = 5,
+        max_batch_size: int = 1024 * 1024,
+        ack_timeout: float = 120.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.cluster = cluster
+        self.max_request_size = max_request_size
+        self.ack_timeout = ack_timeout
+        self.stop_timeout = stop_timeout
+        self._linger_ms = linger_ms
+        self._max_batch_size = max_batch_size
+        self._producer: AIOKafkaProducer | None = None
+        #: topic → the largest message the broker said it takes
+        self._topic_limits: dict[str, int] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.cluster.bootstrap,
+            acks="all",
+            linger_ms=self._linger_ms,
+            max_batch_size=self._max_batch_size,
+            max_request_size=self.max_request_size,
+            **self.cluster.options,
+        )
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            await producer.stop()
+            raise self.cluster.problem(exc) from None
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Flush what is pending, but never for longer than ``stop_timeout``."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.stop(), self.stop_timeout)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("producer did not flush within %.0fs: %s", self.stop_timeout, exc)
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the publisher is not started")
+        return self._producer
+
+    # --- limits ---------------------------------------------------------------------------
+
+    def set_topic_limit(self, topic: str, max_bytes: int | None) -> None:
+        """What the broker reported as the topic's largest message (None: not reported)."""
+        if max_bytes is None:
+            self._topic_limits.pop(topic, None)
+        else:
+            self._topic_limits[topic] = max_bytes
+
+    def limit(self, topic: str) -> int:
+        """The largest message (key, value, headers and framing) written to ``topic``."""
+        reported = self._topic_limits.get(topic)
+        return min(self.max_request_size, reported) if reported else self.max_request_size
+
+    def fits(self, message: Outgoing) -> bool:
+        return encoded_size(message) <= self.limit(message.topic)
+
+    def room(self, topic: str) -> int:
+        """Bytes of value a message to ``topic`` may carry beside a small key and headers."""
+        return self.limit(topic) - RECORD_OVERHEAD - 1024
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def send_one(
+        self, message: Outgoing, *, partition: int | None = None, tombstone: bool = False
+    ) -> Any:
+        """Write one message and wait for its acknowledgement (its RecordMetadata).
+
+        ``tombstone``: write a null value (a compacted topic then forgets the key).
+        """
+        future = await self.producer.send(
+            message.topic,
+            None if tombstone else message.value,
+            key=message.key,
+            partition=partition,
+            headers=message.headers,
+        )
+        return await asyncio.wait_for(future, self.ack_timeout)
+
+    async def deliver(
+        self, messages: Sequence[Outgoing], *, substitute: Substitute | None = None
+    ) -> Delivery:
+        """Write ``messages``; return once each is acknowledged, substituted or failed."""
+        delivery = Delivery()
+        outcome = await self._send_and_wait(list(enumerate(messages)), delivery, substitute)
+        refused = [i for i, exc in outcome.items() if isinstance(exc, PERMANENT)]
+        for index in refused:  # alone in a batch of its own, each once more
+            del outcome[index]
+            one = await self._send_and_wait([(index, messages[index])], delivery, substitute)
+            error = one.get(index)
+            if isinstance(error, PERMANENT):
+                reason = f"the broker refused it ({type(error).__name__})"
+                await self._substitute(index, reason, delivery, substitute, error)
+            elif error is not None:
+                delivery.failed[index] = error
+        delivery.failed.update(outcome)
+        return delivery
+
+    async def _send_and_wait(
+        self,
+        batch: list[tuple[int, Outgoing]],
+        delivery: Delivery,
+        substitute: Substitute | None,
+    ) -> dict[int, BaseException]:
+        """Send every message of ``batch`` that fits, await them all; index → error."""
+        futures: list[tuple[int, asyncio.Future[Any]]] = []
+        errors: dict[int, BaseException] = {}
+        producer = self.producer
+        for index, message in batch:
+            if not self.fits(message):
+                reason = (
+                    f"{encoded_size(message):,} bytes is more than the"
+                    f" {self.limit(message.topic):,} bytes topic {message.topic!r} takes"
+                )
+                await self._substitute(index, reason, delivery, substitute, None)
+                continue
+            try:
+                future = await asyncio.wait_for(
+                    producer.send(
+                        message.topic, message.value, key=message.key, headers=message.headers
+                    ),
+                    self.ack_timeout,
+                )
+            except (KafkaError, TimeoutError) as exc:
+                errors[index] = exc
+                continue
+            futures.append((index, future))
+        if futures:
+            _, pending = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout)
+            for index, future in futures:
+                if future in pending:
+                    future.cancel()
+                    errors[index] = TimeoutError(f"no acknowledgement within {self.ack_timeout:g}s")
+                elif (error := future.exception()) is not None:
+                    errors[index] = error
+        return errors
+
+    async def _substitute(
+        self,
+        index: int,
+        reason: str,
+        delivery: Delivery,
+        substitute: Substitute | None,
+        error: BaseException | None,
+    ) -> None:
+        replacement = substitute(index, reason) if substitute is not None else None
+        if replacement is None:
+            delivery.failed[index] = error or MessageSizeTooLargeError(reason)
+            return
+        if isinstance(replacement, Skip):
+            delivery.substituted[index] = reason
+            return
+        try:
+            await self.send_one(replacement)
+        except (KafkaError, TimeoutError) as exc:
+            delivery.failed[index] = exc
+            return
+        delivery.substituted[index] = reason

@@ -1,0 +1,238 @@
+"""One worker's parts, wired together: where data enters, is transformed and leaves.
+
+    PagerDuty ──poller──▶ raw topic ──pipeline loop──▶ output, routed, OCSF, dead letters
+        │                    (RawSink)        (PipelineLoop + SeenStore)
+        └── progress topic (checkpoints, backfill windows)      health topic ◀── watchdog
+
+Built from the settings without any I/O; ``start`` creates the topics, measures what the
+broker accepts, starts the producer, the state followers, the pipeline's consumer and the
+tasks; ``stop`` ends them all within bounded time, whatever they were waiting for. Nothing
+here imports faust: the faust app hands in ``is_leader`` and ``ready``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from streamapp.config import Settings
+from streamapp.core.pipeline import BatchResult, Processor
+from streamapp.kafka.clients import Cluster
+from streamapp.kafka.pipeline_loop import PipelineLoop
+from streamapp.kafka.progress import ProgressTable
+from streamapp.kafka.publisher import Publisher
+from streamapp.kafka.rawsink import RawSink
+from streamapp.kafka.seen import SeenStore
+from streamapp.kafka.statetopic import TOPIC_CONFIG, StateTopic
+from streamapp.notify.channels import Deliverer
+from streamapp.pagerduty.factory import ClientFactory, http_client
+from streamapp.worker.metrics import Metrics
+from streamapp.worker.poller import Poller
+from streamapp.worker.statuspage import MinuteCounter
+from streamapp.worker.watchdog import Watchdog
+
+log = logging.getLogger("streamapp.worker")
+
+#: how often the dedupe state is swept of ids older than the retention
+SWEEP_FRACTION = 100
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    progress: str
+    health: str
+    seen: str
+
+    @classmethod
+    def for_app(cls, app_id: str) -> TopicNames:
+        # the names the faust tables these replace wrote to: an upgrade resumes from them
+        return cls(
+            progress=f"{app_id}-checkpoints-changelog",
+            health=f"{app_id}-health-changelog",
+            seen=f"{app_id}-seen-changelog",
+        )
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        is_leader: Callable[[], bool],
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.settings = settings
+        self.names = TopicNames.for_app(settings.app_id)
+        self.cluster = Cluster.from_url(settings.broker, settings.kafka_security)
+        self.metrics = Metrics()
+        #: records polled per source per minute, for the status page's chart
+        self.rates = MinuteCounter()
+        self.publisher = Publisher(self.cluster, max_request_size=settings.kafka_max_message_bytes)
+        self.progress = ProgressTable(StateTopic(self.names.progress, publisher=self.publisher))
+        self.health = StateTopic(self.names.health, publisher=self.publisher)
+        topics = settings.topics
+        self.processor = Processor(
+            raw_topic=topics.raw,
+            output_topic=topics.output,
+            dlq_topic=topics.dlq,
+            router=settings.router,
+            ocsf_topic=topics.ocsf if settings.ocsf else None,
+            room=self.publisher.room,
+        )
+        self.seen = SeenStore(
+            self.names.seen,
+            publisher=self.publisher,
+            store=settings.store,
+            data_dir=settings.data_dir,
+        )
+        self.pipeline = PipelineLoop(
+            lambda: self.cluster.consumer(
+                group_id=f"{settings.app_id}-pipeline",
+                session_timeout_ms=int(settings.session_timeout * 1000),
+                heartbeat_interval_ms=int(max(0.5, min(3.0, settings.session_timeout / 6)) * 1000),
+                max_poll_records=5000,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            ),
+            raw_topic=topics.raw,
+            publisher=self.publisher,
+            seen=self.seen,
+            processor=self.processor,
+            on_batch=self._count,
+        )
+        self.is_leader = is_leader
+        self.ready = ready
+        self._http = http_client(settings.http_timeout)
+        self.factory = ClientFactory.from_settings(
+            settings, self._http, on_answer=self.metrics.answer
+        )
+        self.watchdog = Watchdog(
+            settings,
+            table=self.health,
+            publisher=self.publisher,
+            deliverer=Deliverer(self._http),
+            is_leader=is_leader,
+            running_polls=lambda: self.poller.running(),
+            pipeline=self.pipeline.state,
+            on_delivery=self.metrics.delivery,
+        )
+        self.poller = Poller(
+            settings,
+            factory=self.factory,
+            sink=RawSink(self.publisher, topics.raw, on_page=self._published),
+            progress=self.progress,
+            health=self.watchdog,
+            is_leader=is_leader,
+            ready=ready,
+            on_poll=self.metrics.poll,
+        )
+        self.metrics.watch(self._checkpoint_times, self.pipeline.state.stalled_for)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def write_topics(self) -> dict[str, tuple[int, dict[str, str]]]:
+        """Every topic the worker writes or reads, with its partitions and settings."""
+        settings, topics = self.settings, self.settings.topics
+        partitions = settings.partitions
+        wanted: dict[str, tuple[int, dict[str, str]]] = {
+            topics.raw: (partitions, {}),
+            topics.output: (partitions, {}),
+            topics.dlq: (partitions, {}),
+            topics.notifications: (1, {}),
+            self.names.progress: (1, dict(TOPIC_CONFIG)),
+            self.names.health: (1, dict(TOPIC_CONFIG)),
+            self.names.seen: (partitions, dict(TOPIC_CONFIG)),
+        }
+        if settings.ocsf:
+            wanted[topics.ocsf] = (partitions, {})
+        for name in settings.router.extra_topics:
+            wanted.setdefault(name, (partitions, {}))
+        return wanted
+
+    async def start(self) -> None:
+        wanted = self.write_topics()
+        await self.cluster.ensure_topics(wanted)
+        for topic, limit in (await self.cluster.message_limits(list(wanted))).items():
+            self.publisher.set_topic_limit(topic, limit)
+        await self.publisher.start()
+        await self.progress.table.start()
+        await self.health.start()
+        await self.pipeline.start()
+        self._spawn(self.pipeline.run(), "pipeline")
+        self._spawn(self._sweep(), "dedupe sweep")
+        self._spawn(self.poller.run(), "poller")
+        self._spawn(self.watchdog.run(), "watchdog")
+        self.started = True
+        log.info(
+            "worker started: %d source(s), broker %s, largest message %s bytes",
+            len(self.settings.sources),
+            ",".join(self.cluster.bootstrap),
+            f"{self.publisher.limit(self.settings.topics.output):,}",
+        )
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(lambda t: self._ended(t, name))
+        self._tasks.append(task)
+
+    def _ended(self, task: asyncio.Task[None], name: str) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("%s stopped: %r", name, task.exception())
+
+    async def stop(self) -> None:
+        """Stop everything; never waits on the broker for longer than the publisher's and the
+        consumer's own stop timeouts."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.pipeline.stop()
+        await self.progress.table.stop()
+        await self.health.stop()
+        await self.publisher.stop()
+        await self._http.aclose()
+        self.started = False
+
+    # --- what the parts report ------------------------------------------------------------
+
+    def _published(self, source: str, records: int, rejected: int) -> None:
+        self.metrics.published(source, records, rejected)
+        self.rates.add(source, records, time.time())
+
+    def _count(self, result: BatchResult) -> None:
+        metrics = self.metrics
+        for source, n in result.emitted.items():
+            metrics.records_emitted.labels(source).inc(n)
+        for source, n in result.duplicates.items():
+            metrics.records_deduplicated.labels(source).inc(n)
+        for (source, stage), n in result.dead.items():
+            metrics.records_dead_lettered.labels(source, stage).inc(n)
+
+    def _checkpoint_times(self) -> list[tuple[str, datetime]]:
+        return [(name, checkpoint.until) for name, checkpoint in self.progress.checkpoints()]
+
+    async def _sweep(self) -> None:
+        retention = self.settings.dedupe_retention.total_seconds()
+        interval = min(3600.0, max(10.0, retention / SWEEP_FRACTION))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.pipeline.sweep(retention)
+            except Exception as exc:  # the next round tries again
+                log.warning("dedupe sweep failed: %s: %s", type(exc).__name__, exc)
+
+    @property
+    def pipeline_ok(self) -> bool:
+        return self.pipeline.state.stalled_for() < self.settings.stall_after.total_seconds()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
