@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import pytest
 
+from streamapp.core.credentials import ApiKey, OAuthClient
 from streamapp.core.errors import (
     AuditTrailUnavailable,
     AuthenticationFailed,
@@ -31,7 +32,6 @@ from streamapp.core.models import Page
 from streamapp.core.redact import Secret
 from streamapp.pagerduty.auth import ApiKeyAuth, OAuthAuth, TokenProvider, make_auth
 from streamapp.pagerduty.client import ACCEPT, PagerDutyClient
-from streamapp.pagerduty.credentials import ApiKey, OAuthClient
 from streamapp.pagerduty.ratelimit import Gates, RequestGate
 from streamapp.pagerduty.retry import RetryPolicy
 

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamapp.core.credentials import ApiKey
 from streamapp.core.errors import (
     PagerDutyError,
     ProtocolError,
@@ -35,7 +36,6 @@ from streamapp.core.jsonscan import nesting_depth, split_page
 from streamapp.core.redact import Secret
 from streamapp.pagerduty.auth import ApiKeyAuth
 from streamapp.pagerduty.client import MAX_EMPTY_PAGES, PagerDutyClient, page_bound
-from streamapp.pagerduty.credentials import ApiKey
 from streamapp.pagerduty.ratelimit import RequestGate
 from streamapp.pagerduty.retry import RetryPolicy
 

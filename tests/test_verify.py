@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from streamapp.config import SourceConfig
+from streamapp.core.credentials import ApiKey
 from streamapp.core.errors import ConfigError
 from streamapp.core.redact import Secret
 from streamapp.devtools.simulator import FaultRule, SimulatorThread
-from streamapp.pagerduty.credentials import ApiKey
 from streamapp.pagerduty.verify import Verdict, exit_status, main, verify_all, verify_source
 
 ROOT = Path(__file__).resolve().parent.parent

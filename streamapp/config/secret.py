@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from streamapp.config.spec import string, type_name
 from streamapp.core.errors import ConfigError
 from streamapp.core.redact import REDACTOR, Secret
-from streamapp.pagerduty.urls import is_loopback_host
+from streamapp.core.urls import is_loopback_host
 
 
 def secret_text(value: str, what: str) -> Secret:

@@ -26,10 +26,10 @@ from streamapp.config.model import (
 from streamapp.config.secret import secret_file, secret_text, secret_url
 from streamapp.config.spec import Parser, api_url, pattern, short_name, string, type_name
 from streamapp.config.variables import SPEC
+from streamapp.core.credentials import DEFAULT_TOKEN_URL, ApiKey, OAuthClient
 from streamapp.core.durations import format_duration
 from streamapp.core.errors import ConfigError
 from streamapp.core.redact import REDACTOR, Secret
-from streamapp.pagerduty.credentials import DEFAULT_TOKEN_URL, ApiKey, OAuthClient
 
 #: the per-source settings, with the parsers of the variables that set their defaults
 _SETTINGS: dict[str, Parser[Any]] = {s.attr: s.parser for s in SPEC if s.group == "source"}

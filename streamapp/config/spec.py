@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from streamapp.core.durations import format_duration, parse_duration
 from streamapp.core.errors import ConfigError
 from streamapp.core.redact import REDACTOR
-from streamapp.pagerduty.urls import check_api_url
+from streamapp.core.urls import check_api_url
 
 T = TypeVar("T")
 Parser: TypeAlias = Callable[[object, str], T]

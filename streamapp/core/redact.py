@@ -105,3 +105,15 @@ def install_log_redaction(redactor: Redactor = REDACTOR) -> None:
     for handler in root.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter(redactor))
+
+
+#: longest piece of foreign text (an exception's or PagerDuty's message) put in a message
+MAX_DETAIL = 300
+
+
+def one_line(text: str, *, hide: Iterable[str] = ()) -> str:
+    """``text`` on one line, shortened, with every value of ``hide`` replaced by ``****``."""
+    for value in sorted((v for v in hide if v), key=len, reverse=True):
+        text = text.replace(value, MASK)
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"

@@ -38,8 +38,7 @@ import msgspec
 from streamapp.config import Channel
 from streamapp.core.health import Notification, encode_notification
 from streamapp.core.models import as_utc, rfc3339
-from streamapp.core.redact import REDACTOR, RedactingFilter
-from streamapp.pagerduty.retry import one_line
+from streamapp.core.redact import REDACTOR, RedactingFilter, one_line
 
 __all__ = [
     "COMPONENT",

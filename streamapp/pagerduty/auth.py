@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
+from streamapp.core.credentials import ApiKey, Credentials, OAuthClient
 from streamapp.core.errors import (
     AuthenticationFailed,
     PagerDutyError,
@@ -26,11 +27,10 @@ from streamapp.core.errors import (
     ServerError,
     UnexpectedStatus,
 )
-from streamapp.core.redact import REDACTOR, Secret
-from streamapp.pagerduty.credentials import ApiKey, Credentials, OAuthClient
+from streamapp.core.redact import REDACTOR, Secret, one_line
+from streamapp.core.urls import check_api_url
 from streamapp.pagerduty.ratelimit import parse_reset
-from streamapp.pagerduty.retry import one_line, transport_error
-from streamapp.pagerduty.urls import check_api_url
+from streamapp.pagerduty.retry import transport_error
 
 #: PagerDuty's documented token lifetime, assumed when the answer omits ``expires_in``
 DEFAULT_TOKEN_LIFETIME = 86400.0

@@ -54,11 +54,12 @@ from streamapp.core.models import (
     as_utc,
     rfc3339,
 )
+from streamapp.core.redact import one_line
+from streamapp.core.urls import EU_API_URL, US_API_URL, check_api_url
 from streamapp.pagerduty.auth import TokenProvider
 from streamapp.pagerduty.body import Answer, Limits, exchange
 from streamapp.pagerduty.ratelimit import RequestGate, TokenPaused, parse_reset
-from streamapp.pagerduty.retry import RetryPolicy, one_line
-from streamapp.pagerduty.urls import EU_API_URL, US_API_URL, check_api_url
+from streamapp.pagerduty.retry import RetryPolicy
 
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 #: PagerDuty refuses a wider window with 400

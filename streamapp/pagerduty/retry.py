@@ -25,7 +25,7 @@ from streamapp.core.errors import (
     RateLimited,
     RequestTimeout,
 )
-from streamapp.core.redact import MASK
+from streamapp.core.redact import one_line
 
 
 @dataclass(frozen=True)
@@ -66,17 +66,6 @@ def _capped(base: float, exponent: int, cap: float) -> float:
 
 
 # --- what failed: exceptions of the HTTP layer as errors of ``errors.py`` -----------------
-
-#: longest piece of foreign text (an exception's or PagerDuty's message) put in a message
-MAX_DETAIL = 300
-
-
-def one_line(text: str, *, hide: Iterable[str] = ()) -> str:
-    """``text`` on one line, shortened, with every value of ``hide`` replaced by ``****``."""
-    for value in sorted((v for v in hide if v), key=len, reverse=True):
-        text = text.replace(value, MASK)
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
 
 
 def _is_tls(exc: BaseException) -> bool:

@@ -31,9 +31,9 @@ import msgspec
 
 from streamapp.config import SourceConfig, load_settings
 from streamapp.core.errors import ApiError, ConfigError, PagerDutyError
-from streamapp.core.redact import REDACTOR
+from streamapp.core.redact import REDACTOR, one_line
 from streamapp.pagerduty.factory import ClientFactory
-from streamapp.pagerduty.retry import RetryPolicy, one_line
+from streamapp.pagerduty.retry import RetryPolicy
 
 __all__ = ["Verdict", "exit_status", "main", "verify_all", "verify_source"]
 
