@@ -38,7 +38,7 @@ DLQ = "pagerduty_audit_logs_dlq"
 NOTIFICATIONS = "notifications"
 PARTITIONS = 4
 TOKEN = "bench-token-0123456789abcdef"
-READY = "[^Worker]: Ready"
+READY = "worker ready"
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _running: set[subprocess.Popen[bytes]] = set()

@@ -376,7 +376,7 @@ async def test_broker_refusing_writes_mid_window_loses_nothing_once_it_clears(tm
             )
             worker = Worker(env, tmp_path / "worker.log").start()
             try:
-                await worker.await_log("Ready", timeout=60)
+                await worker.await_log("worker ready", timeout=60)
                 while len([r for r in sim.requests if r.path == "/audit/records"]) < 4:
                     await asyncio.sleep(0.05)
                 proxy.cut()

@@ -38,9 +38,9 @@ from streamapp.config.spec import (
     topic,
 )
 from streamapp.config.variables import SPEC
+from streamapp.core.credentials import DEFAULT_TOKEN_URL, ApiKey, OAuthClient
 from streamapp.core.errors import ConfigError
 from streamapp.core.redact import REDACTOR, Secret
-from streamapp.pagerduty.credentials import DEFAULT_TOKEN_URL, ApiKey, OAuthClient
 
 TOKEN = "sekret-token-value-123"
 SECRET = "oauth-client-secret-456"
@@ -951,7 +951,7 @@ def test_every_spec_destination_is_a_field_of_its_dataclass() -> None:
             fed[setting.group].add(setting.attr)
     # the fields no single variable sets: built by load_settings from several
     derived = {
-        "": {"sources", "topics", "router", "kafka_security"},
+        "": {"sources", "topics", "router", "rules", "geo", "kafka_security"},
         "topics": set(),
         "source": {"channels"},
         "kafka_security": {"sasl_password"},

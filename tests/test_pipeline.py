@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streamapp.core.deadletter import DeadLetter, original_bytes
 from streamapp.core.models import RawEnvelope
-from streamapp.core.pipeline import Incoming, Processor, expired_ids, seen_value
+from streamapp.core.pipeline import Incoming, Processor, expired_ids, ocsf_rendering, seen_value
 from streamapp.core.routing import Router
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -83,7 +83,7 @@ def test_routing_rules_add_topics_and_ocsf_adds_its_own():
     router = Router.from_toml_text(
         '[[routes]]\ntopic = "audit.user_access"\ncategory = ["user_access"]\n'
     )
-    result = processor(router=router, ocsf_topic="ocsf").process(
+    result = processor(router=router, renderings=[ocsf_rendering("ocsf")]).process(
         [incoming(TEAM, 0), incoming(USER, 1)], nothing_seen
     )
     topics = sorted(m.topic for m in result.messages)

@@ -185,9 +185,9 @@ async def test_numbered_backlog_survives_restart_rebalance_and_sigkill(
     a2 = Worker(env, tmp_path / "a2.log", name="a2")
     output = kafka.topic("pagerduty_audit_logs")
     try:
-        await a.await_log("Ready", timeout=60)
+        await a.await_log("worker ready", timeout=60)
         b.start()  # rebalance while a has a backlog
-        await b.await_log("Ready", timeout=60)
+        await b.await_log("worker ready", timeout=60)
         await asyncio.sleep(1.0)
         a.kill()
         a2.start()  # restart: another rebalance with the killed worker's partitions pending

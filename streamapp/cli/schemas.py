@@ -21,6 +21,9 @@ from typing import Any, Final
 import msgspec
 
 from streamapp.core.deadletter import DeadLetter
+from streamapp.core.detect import Finding
+from streamapp.core.ecs import EcsDocument
+from streamapp.core.health import Notification
 from streamapp.core.models import RawEnvelope
 from streamapp.core.output import OcsfDocument, OutputDocument
 
@@ -44,6 +47,19 @@ SCHEMAS: Final[dict[str, tuple[Any, str]]] = {
         DeadLetter,
         "What could not be processed, with the reason and the original bytes: "
         "the value on pagerduty_audit_logs_dlq.",
+    ),
+    "pagerduty_audit_logs.ecs.schema.json": (
+        EcsDocument,
+        "A PagerDuty audit record as an Elastic Common Schema 9.4.0 document (optional "
+        "rendering); event.id is the record id.",
+    ),
+    "pagerduty_audit_findings.schema.json": (
+        Finding,
+        "A detection: the value on pagerduty_audit_findings.",
+    ),
+    "notifications.schema.json": (
+        Notification,
+        "A health alert, a detection worth a channel, or a test: the value on notifications.",
     ),
 }
 

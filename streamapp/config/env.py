@@ -18,10 +18,13 @@ from streamapp.config.security import KafkaSecurity
 from streamapp.config.sources import check_poll_vs_health, read_sources_variable
 from streamapp.config.spec import Setting
 from streamapp.config.variables import SPEC, values_into
+from streamapp.core.credentials import ApiKey
+from streamapp.core.detect import load_rules
 from streamapp.core.errors import ConfigError
+from streamapp.core.geoip import open_geoip
 from streamapp.core.redact import REDACTOR, Secret
-from streamapp.core.routing import Router, load_rules
-from streamapp.pagerduty.credentials import ApiKey
+from streamapp.core.routing import Router
+from streamapp.core.routing import load_rules as load_routes
 
 _KNOWN = frozenset(setting.name for setting in SPEC)
 
@@ -33,12 +36,16 @@ def load_settings(
     values = read_variables(os.environ if env is None else env)
     topics = _topics(values)
     router = _router(values["STREAMAPP_ROUTES_FILE"])
+    rules = load_rules(values["STREAMAPP_RULES_FILE"])
     kafka_security = _kafka_security(values)
     sources = _sources(values, require_sources)
+    geo = open_geoip(values["STREAMAPP_GEOIP_DB"], values["STREAMAPP_ASN_DB"])
     return Settings(
         sources=sources,
         topics=topics,
         router=router,
+        rules=rules,
+        geo=geo,
         kafka_security=kafka_security,
         **values_into(values, ""),
     )
@@ -98,7 +105,7 @@ def _router(path: str | None) -> Router:
         return Router()
     if not Path(path).is_file():
         raise ConfigError(f"STREAMAPP_ROUTES_FILE: {path!r} is not a readable file")
-    return load_rules(path)
+    return load_routes(path)
 
 
 def _kafka_security(values: dict[str, Any]) -> KafkaSecurity:

@@ -12,9 +12,11 @@ from typing import Literal
 
 from streamapp.config.security import KafkaSecurity
 from streamapp.config.variables import DEFAULTS
+from streamapp.core.credentials import ApiKey, OAuthClient
+from streamapp.core.detect import RuleSet, builtin_rules
+from streamapp.core.geoip import GeoLookup
 from streamapp.core.redact import Secret
 from streamapp.core.routing import Router
-from streamapp.pagerduty.credentials import ApiKey, OAuthClient
 
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
@@ -43,6 +45,8 @@ class SourceConfig:
     health_check: timedelta
     overlap: timedelta
     channels: tuple[Channel, ...] = ()
+    #: least severity of a finding that also goes to ``channels`` (``none``: none does)
+    notify_findings: str = DEFAULTS["source.notify_findings"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class SourceDefaults:
     lookback: timedelta = DEFAULTS["source.lookback"]
     health_check: timedelta = DEFAULTS["source.health_check"]
     overlap: timedelta = DEFAULTS["source.overlap"]
+    notify_findings: str = DEFAULTS["source.notify_findings"]
     channels: tuple[Channel, ...] = ()
 
 
@@ -64,6 +69,8 @@ class Topics:
     notifications: str = DEFAULTS["topics.notifications"]
     dlq: str = DEFAULTS["topics.dlq"]
     ocsf: str = DEFAULTS["topics.ocsf"]
+    ecs: str = DEFAULTS["topics.ecs"]
+    findings: str = DEFAULTS["topics.findings"]
 
 
 @dataclass(frozen=True)
@@ -98,4 +105,13 @@ class Settings:
     backfill_concurrency: int = DEFAULTS["backfill_concurrency"]
     kafka_max_message_bytes: int = DEFAULTS["kafka_max_message_bytes"]
     stall_after: timedelta = DEFAULTS["stall_after"]
+    ecs: bool = DEFAULTS["ecs"]
+    detections: bool = DEFAULTS["detections"]
+    rules_file: str | None = DEFAULTS["rules_file"]
+    #: built from ``rules_file``: the built-in pack when there is none
+    rules: RuleSet = field(default_factory=builtin_rules)
+    geoip_db: str | None = DEFAULTS["geoip_db"]
+    asn_db: str | None = DEFAULTS["asn_db"]
+    #: opened from ``geoip_db`` / ``asn_db``; None when neither is set
+    geo: GeoLookup | None = None
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)

@@ -34,8 +34,8 @@ from streamapp.config.spec import (
     short_name,
     topic,
 )
+from streamapp.core.urls import US_API_URL
 from streamapp.core.windows import MAX_LOOKBACK
-from streamapp.pagerduty.urls import US_API_URL
 
 __all__ = ["DEFAULTS", "SETTINGS_TABLE", "SPEC", "values_into"]
 
@@ -109,6 +109,14 @@ SPEC: tuple[Setting, ...] = (
         into="source.overlap",
         meaning="how far each poll reaches back before its checkpoint, to catch records "
         "PagerDuty makes visible late (`0` for none; under `31d`)",
+    ),
+    Setting(
+        name="PAGERDUTY_NOTIFY_FINDINGS",
+        parser=choice("none", "low", "medium", "high", "critical"),
+        default="none",
+        into="source.notify_findings",
+        meaning="detection findings of at least this severity also go to the source's "
+        "notification channels (`none`: the findings topic only)",
     ),
     Setting(
         name="STREAMAPP_SOURCES_FILE",
@@ -218,6 +226,20 @@ SPEC: tuple[Setting, ...] = (
         meaning="name of the OCSF topic (used when `STREAMAPP_OCSF` is on)",
     ),
     Setting(
+        name="STREAMAPP_TOPIC_ECS",
+        parser=topic,
+        default="pagerduty_audit_logs.ecs",
+        into="topics.ecs",
+        meaning="name of the ECS topic (used when `STREAMAPP_ECS` is on)",
+    ),
+    Setting(
+        name="STREAMAPP_TOPIC_FINDINGS",
+        parser=topic,
+        default="pagerduty_audit_findings",
+        into="topics.findings",
+        meaning="name of the detections' findings topic",
+    ),
+    Setting(
         name="STREAMAPP_DEDUPE_RETENTION",
         parser=duration(minimum=timedelta(seconds=10), maximum=timedelta(days=400)),
         default="7d",
@@ -237,6 +259,44 @@ SPEC: tuple[Setting, ...] = (
         default="false",
         into="ocsf",
         meaning="also publish an OCSF rendering of every record",
+    ),
+    Setting(
+        name="STREAMAPP_ECS",
+        parser=boolean,
+        default="false",
+        into="ecs",
+        meaning="also publish an Elastic Common Schema (ECS) rendering of every record, "
+        "`event.id` = record id",
+    ),
+    Setting(
+        name="STREAMAPP_DETECTIONS",
+        parser=boolean,
+        default="true",
+        into="detections",
+        meaning="run the detection rules on every record (findings on the findings topic)",
+    ),
+    Setting(
+        name="STREAMAPP_RULES_FILE",
+        parser=readable_file,
+        default=None,
+        into="rules_file",
+        meaning="TOML detection rules (adds to the built-in pack, or replaces it with "
+        "`builtin = false`; per-source overrides)",
+    ),
+    Setting(
+        name="STREAMAPP_GEOIP_DB",
+        parser=readable_file,
+        default=None,
+        into="geoip_db",
+        meaning="MaxMind-format City database (GeoLite2-City.mmdb): adds `src_geo` to each "
+        "record with a source address",
+    ),
+    Setting(
+        name="STREAMAPP_ASN_DB",
+        parser=readable_file,
+        default=None,
+        into="asn_db",
+        meaning="MaxMind-format ASN database (GeoLite2-ASN.mmdb): adds `src_as`",
     ),
     Setting(
         name="STREAMAPP_RECOVERY_CONSISTENCY_CHECK",

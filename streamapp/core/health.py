@@ -55,9 +55,8 @@ import msgspec
 
 from streamapp.core.durations import format_duration
 from streamapp.core.models import as_utc, rfc3339
-from streamapp.core.redact import REDACTOR
-from streamapp.pagerduty.retry import one_line
-from streamapp.pagerduty.urls import EU_API_URL, US_API_URL
+from streamapp.core.redact import REDACTOR, one_line
+from streamapp.core.urls import EU_API_URL, US_API_URL
 
 __all__ = [
     "AUTH_ERROR_KINDS",
@@ -92,6 +91,7 @@ NotificationKind = Literal[
     "source_recovered",
     "pipeline_stalled",
     "test_notification",
+    "finding",
 ]
 Severity = Literal["critical", "error", "warning", "info"]
 
@@ -104,6 +104,7 @@ SEVERITY: Final[dict[str, Severity]] = {
     RECOVERED: "info",
     PIPELINE_STALLED: "error",
     "test_notification": "info",
+    "finding": "warning",
 }
 
 #: error kind → what the operator must fix (401, 402, 403)

@@ -49,13 +49,16 @@ from typing import Final
 import msgspec
 
 from streamapp.core.categories import ACCOUNT_MANAGEMENT
+from streamapp.core.geoip import SourceAs, SourceGeo
 from streamapp.core.output import (
     Actor,
     OcsfActor,
     OcsfApi,
+    OcsfAutonomousSystem,
     OcsfDocument,
     OcsfEndpoint,
     OcsfGroup,
+    OcsfLocation,
     OcsfMetadata,
     OcsfRequest,
     OcsfResource,
@@ -141,7 +144,9 @@ def to_ocsf(doc: OutputDocument) -> OcsfDocument:
     actor = _actor(doc.actor)
     ip = _ip(doc.src_ip)
     if ip is not None:
-        src_endpoint: OcsfEndpoint | msgspec.UnsetType = OcsfEndpoint(ip=ip)
+        src_endpoint: OcsfEndpoint | msgspec.UnsetType = OcsfEndpoint(
+            ip=ip, location=_location(doc.src_geo), autonomous_system=_as(doc.src_as)
+        )
     else:
         src_endpoint = _UNKNOWN_ENDPOINT if api_activity else _UNSET
     return OcsfDocument(
@@ -281,3 +286,27 @@ def _message(doc: OutputDocument, target: ResourceRef) -> str:
 
 def _epoch_ms(text: str) -> int:
     return (datetime.fromisoformat(text) - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _location(geo: SourceGeo | msgspec.UnsetType) -> OcsfLocation | msgspec.UnsetType:
+    """OCSF's Location from our GeoIP answer (absent when there is none)."""
+    if isinstance(geo, msgspec.UnsetType):
+        return _UNSET
+    point = geo.location
+    location = OcsfLocation(
+        city=_opt(geo.city_name),
+        country=_opt(geo.country_iso_code),
+        lat=point.lat if point is not None else _UNSET,
+        long=point.lon if point is not None else _UNSET,
+    )
+    return location if location != OcsfLocation() else _UNSET
+
+
+def _as(system: SourceAs | msgspec.UnsetType) -> OcsfAutonomousSystem | msgspec.UnsetType:
+    if isinstance(system, msgspec.UnsetType):
+        return _UNSET
+    found = OcsfAutonomousSystem(
+        number=system.number if system.number is not None else _UNSET,
+        name=_opt(system.organization),
+    )
+    return found if found != OcsfAutonomousSystem() else _UNSET

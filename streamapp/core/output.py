@@ -19,6 +19,8 @@ from typing import Annotated
 
 import msgspec
 
+from streamapp.core.geoip import SourceAs, SourceGeo
+
 #: an RFC 3339 UTC timestamp string, ``2020-06-04T15:30:16.272Z``
 Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 
@@ -85,6 +87,10 @@ class OutputDocument(msgspec.Struct, kw_only=True, frozen=True):
     #: the last four characters of the API token or OAuth token used, when PagerDuty gives them
     truncated_token: str | None = None
     src_ip: str | None = None
+    #: where ``src_ip`` is (STREAMAPP_GEOIP_DB); absent without a database or an answer
+    src_geo: SourceGeo | msgspec.UnsetType = msgspec.UNSET
+    #: the autonomous system announcing ``src_ip`` (STREAMAPP_ASN_DB); absent likewise
+    src_as: SourceAs | msgspec.UnsetType = msgspec.UNSET
     request_id: str | None = None
     #: the changed object (``details.resource``; the root resource when there are no details)
     resource: ResourceRef | None = None
@@ -140,11 +146,27 @@ class OcsfActor(msgspec.Struct, kw_only=True, frozen=True):
     app_name: str | msgspec.UnsetType = msgspec.UNSET
 
 
+class OcsfLocation(msgspec.Struct, kw_only=True, frozen=True):
+    city: str | msgspec.UnsetType = msgspec.UNSET
+    #: ISO 3166-1 alpha-2
+    country: str | msgspec.UnsetType = msgspec.UNSET
+    lat: float | msgspec.UnsetType = msgspec.UNSET
+    long: float | msgspec.UnsetType = msgspec.UNSET
+
+
+class OcsfAutonomousSystem(msgspec.Struct, kw_only=True, frozen=True):
+    number: int | msgspec.UnsetType = msgspec.UNSET
+    name: str | msgspec.UnsetType = msgspec.UNSET
+
+
 class OcsfEndpoint(msgspec.Struct, kw_only=True, frozen=True):
     #: the record's ``remote_address`` when it is an IP address
     ip: str | msgspec.UnsetType = msgspec.UNSET
     #: ``Unknown`` when an API Activity's source has no address
     name: str | msgspec.UnsetType = msgspec.UNSET
+    #: from the GeoIP database, when one is configured and knows the address
+    location: OcsfLocation | msgspec.UnsetType = msgspec.UNSET
+    autonomous_system: OcsfAutonomousSystem | msgspec.UnsetType = msgspec.UNSET
 
 
 class OcsfRequest(msgspec.Struct, kw_only=True, frozen=True):

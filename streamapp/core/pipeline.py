@@ -13,21 +13,32 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import msgspec
 
 from streamapp.core.deadletter import dead_letter, one_line, original_of
+from streamapp.core.ecs import encode_ecs, to_ecs
 from streamapp.core.enrich import InvalidRecord, encode_document, enrich
+from streamapp.core.geoip import SourceAs, SourceGeo
 from streamapp.core.models import Outgoing, RawEnvelope, Rejected
 from streamapp.core.ocsf import encode_ocsf, to_ocsf
+from streamapp.core.output import OutputDocument
 from streamapp.core.routing import Router, headers_for, message_key
 
+T = TypeVar("T")
 _decode_envelope = msgspec.json.Decoder(RawEnvelope).decode
 _encode = msgspec.json.Encoder().encode
 
 Headers = list[tuple[str, bytes]]
 #: the largest value (bytes) a message to a topic may carry; unlimited when not given
 Room = Callable[[str], int]
+#: another rendering of each record to a topic of its own (OCSF, ECS), keyed like the output
+Rendering = tuple[str, Callable[[OutputDocument], bytes]]
+#: more messages for each record emitted (the detections' findings and keyed inputs)
+Fanout = Callable[[OutputDocument], list[Outgoing]]
+#: the GeoIP answer for a source address
+GeoLookup = Callable[[str | None], tuple[SourceGeo | None, SourceAs | None]]
 
 
 def _unlimited(topic: str) -> int:
@@ -74,7 +85,9 @@ class Processor:
     output_topic: str
     dlq_topic: str
     router: Router = field(default_factory=Router)
-    ocsf_topic: str | None = None
+    renderings: Sequence[Rendering] = ()
+    fanout: Fanout | None = None
+    geo: GeoLookup | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     room: Room = _unlimited
 
@@ -165,13 +178,15 @@ class Processor:
         result.add(Outgoing(self.output_topic, key, value, headers), index)
         for topic in self.router.topics_for(doc):
             result.add(Outgoing(topic, key, value, headers), index)
-        if self.ocsf_topic is not None:
-            ocsf = encode_ocsf(to_ocsf(doc))
-            if len(ocsf) <= self.room(self.ocsf_topic):
-                result.add(Outgoing(self.ocsf_topic, key, ocsf, headers), index)
+        extras = [Outgoing(topic, key, render(doc), headers) for topic, render in self.renderings]
+        if self.fanout is not None:
+            extras.extend(self.fanout(doc))
+        for extra in extras:
+            if len(extra.value) <= self.room(extra.topic):
+                result.add(extra, index)
             else:
-                reason = f"the OCSF rendering is {len(ocsf):,} bytes, more than its topic takes"
-                self._letter(index, message, reason, doc.source_name, now, result, "ocsf", doc.id)
+                reason = f"its {extra.topic!r} message is {len(extra.value):,} bytes, too large"
+                self._letter(index, message, reason, doc.source_name, now, result, "render", doc.id)
         result.fresh.append((record_id, message.partition))
         _bump(result.emitted, doc.source_name)
 
@@ -248,9 +263,44 @@ class Processor:
         return Outgoing(self.dlq_topic, message.key, _encode(letter), headers)
 
 
+def _located(doc: OutputDocument, geo: SourceGeo | None, system: SourceAs | None) -> OutputDocument:
+    if geo is None and system is None:
+        return doc
+    return msgspec.structs.replace(
+        doc,
+        src_geo=geo if geo is not None else msgspec.UNSET,
+        src_as=system if system is not None else msgspec.UNSET,
+    )
+
+
+def ocsf_rendering(topic: str) -> Rendering:
+    return topic, lambda doc: encode_ocsf(to_ocsf(doc))
+
+
+def ecs_rendering(topic: str) -> Rendering:
+    return topic, lambda doc: encode_ecs(
+        to_ecs(doc, geo=_or_none(doc.src_geo), asn=_or_none(doc.src_as))
+    )
+
+
+def _or_none(value: T | msgspec.UnsetType) -> T | None:
+    return None if isinstance(value, msgspec.UnsetType) else value
+
+
 def seen_value(first_seen: float, partition: int) -> bytes:
     """The dedupe table's value: when an id was first emitted, and its raw partition."""
     return f"{int(first_seen)}:{partition}".encode()
+
+
+def seen_before(value: bytes, cutoff: float) -> bool:
+    """Whether a dedupe entry's id was first seen before ``cutoff`` (epoch seconds).
+
+    An unreadable entry counts as old: it cannot prove the id is recent."""
+    first_seen = value.decode("ascii", "replace").partition(":")[0]
+    try:
+        return int(first_seen) < cutoff
+    except ValueError:
+        return True
 
 
 def expired_ids(

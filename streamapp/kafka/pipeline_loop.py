@@ -1,20 +1,25 @@
-"""The pipeline: raw topic → dedupe, enrich, route → outputs, in batches, nothing lost.
+"""A topic in, batches out, nothing lost: the loop under the pipeline and the detections.
 
-A consumer group of its own (``<app_id>-pipeline``) shares the raw topic's partitions among
-the workers. Per batch:
+A consumer group of its own shares the input topic's partitions among the workers, and
+state kept per input partition (a :class:`~streamapp.kafka.seen.PartitionedStore`) follows
+them. Per batch:
 
-1. decide and render (``streamapp.core.pipeline.Processor``, pure), dedupe against the ids
-   this worker holds for the batch's partitions;
-2. write every output and dead letter and wait for the broker's acknowledgements; a message
-   the broker will never take (too large) is replaced by a bounded dead letter, anything
-   else is retried with backoff until it is acknowledged (the wait shows in ``stalled_for``
-   and on ``/health``, and stopping the worker interrupts it);
-3. only then remember the batch's ids as seen (awaited changelog writes);
+1. take over the state of any partition the batch comes from, then decide what to write
+   (the :class:`BatchWork`: pure, in the callers);
+2. write every message and wait for the broker's acknowledgements; a message the broker
+   will never take (too large) is replaced by a bounded dead letter, anything else is
+   retried with backoff until it is acknowledged (the wait shows in ``state`` and on
+   ``/health``; stopping the worker interrupts it);
+3. only then store the batch's state (awaited changelog writes);
 4. only then commit the batch's offsets.
 
-A crash anywhere repeats work (duplicates are dropped by id), never loses it: nothing is
-committed before its outputs were acknowledged. Being stopped mid-batch commits nothing.
-When partitions move to another worker, the batch in hand is finished first.
+A crash anywhere repeats work (repeats are dropped by key), never loses it: nothing is
+committed before its outputs were acknowledged, and being stopped mid-batch commits
+nothing. When partitions move to another worker, the batch in hand is finished first.
+
+This replaces a faust agent whose stream skipped ranges of offsets on start-up and
+rebalance (faust-streaming issues #216, #221, #312, #606): aiokafka's consumer delivers
+every offset, and committing is ours.
 """
 
 from __future__ import annotations
@@ -24,16 +29,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from streamapp.core.models import Outgoing
-from streamapp.core.pipeline import BatchResult, Incoming, Processor
+from streamapp.core.pipeline import Incoming
 from streamapp.kafka.publisher import SKIP, Publisher, Skip
-from streamapp.kafka.seen import SeenStore
+from streamapp.kafka.seen import PartitionedStore
 
 log = logging.getLogger("streamapp.pipeline")
 
@@ -43,9 +48,32 @@ BACKOFF = (0.5, 10.0)
 STOP_TIMEOUT = 10.0
 
 
+class Planned(Protocol):
+    """What a batch's work decided: the messages, and where each came from."""
+
+    @property
+    def messages(self) -> list[Outgoing]: ...
+    @property
+    def origin(self) -> list[int]: ...
+
+
+P = TypeVar("P", bound=Planned)
+
+
+class BatchWork(Protocol[P]):
+    """The decisions of one loop; the loop does the writing, waiting and committing."""
+
+    store: PartitionedStore
+
+    def plan(self, batch: Sequence[Incoming]) -> P: ...
+    def dead_letter_for(self, message: Incoming, reason: str) -> Outgoing: ...
+    async def remember(self, planned: P) -> None: ...
+    def done(self, planned: P) -> None: ...
+
+
 @dataclass
 class LoopState:
-    """What /health and /metrics read of the loop."""
+    """What /health and /metrics read of a loop."""
 
     #: monotonic time since which a batch's outputs wait for acknowledgement (None: none)
     unacknowledged_since: float | None = None
@@ -60,29 +88,44 @@ class LoopState:
         return (now if now is not None else time.monotonic()) - self.unacknowledged_since
 
 
-class PipelineLoop:
+class Loops:
+    """Several loops seen as one for health: stalled as long as the most stalled one."""
+
+    def __init__(self, states: Sequence[LoopState]) -> None:
+        self.states = list(states)
+
+    def stalled_for(self, now: float | None = None) -> float:
+        return max((state.stalled_for(now) for state in self.states), default=0.0)
+
+    @property
+    def last_error(self) -> str | None:
+        waiting = [s for s in self.states if s.unacknowledged_since is not None]
+        return (
+            min(waiting, key=lambda s: s.unacknowledged_since or 0.0).last_error
+            if waiting
+            else None
+        )
+
+
+class ConsumerLoop(Generic[P]):
     def __init__(
         self,
         consumer: Callable[[], AIOKafkaConsumer],
         *,
-        raw_topic: str,
+        topic: str,
         publisher: Publisher,
-        seen: SeenStore,
-        processor: Processor,
+        work: BatchWork[P],
         batch_size: int = 5000,
-        on_batch: Callable[[BatchResult], None] | None = None,
         backoff: tuple[float, float] = BACKOFF,
     ) -> None:
         #: builds the group consumer (aiokafka clients need the running loop)
         self._new_consumer = consumer
         self._consumer: AIOKafkaConsumer | None = None
-        self.raw_topic = raw_topic
+        self.topic = topic
         self.publisher = publisher
-        self.seen = seen
-        self.processor = processor
+        self.work = work
         self.batch_size = batch_size
         self.state = LoopState()
-        self._on_batch = on_batch
         self._backoff = backoff
         #: one batch at a time; a rebalance waits for the batch in hand
         self._lock = asyncio.Lock()
@@ -92,12 +135,12 @@ class PipelineLoop:
     @property
     def consumer(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            raise RuntimeError("the pipeline loop is not started")
+            raise RuntimeError("the loop is not started")
         return self._consumer
 
     async def start(self) -> None:
         consumer = self._consumer = self._new_consumer()
-        consumer.subscribe([self.raw_topic], listener=_Rebalance(self))
+        consumer.subscribe([self.topic], listener=_Rebalance(self))
         try:
             await consumer.start()
         except (KafkaError, OSError) as exc:
@@ -107,13 +150,12 @@ class PipelineLoop:
     async def stop(self) -> None:
         """Leave the group (bounded: a broker that is gone must not hold up a shutdown)."""
         consumer, self._consumer = self._consumer, None
-        if consumer is None:
-            return
-        try:
-            await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT)
-        except (TimeoutError, KafkaError) as exc:
-            log.warning("pipeline consumer did not stop cleanly: %s", exc)
-        self.seen.close()
+        if consumer is not None:
+            try:
+                await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT)
+            except (TimeoutError, KafkaError) as exc:
+                log.warning("consumer of %s did not stop cleanly: %s", self.topic, exc)
+        self.work.store.close()
 
     async def run(self) -> None:
         """Process batches until cancelled."""
@@ -126,37 +168,36 @@ class PipelineLoop:
 
     # --- one batch ------------------------------------------------------------------------
 
-    async def handle(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> BatchResult:
+    async def handle(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> P:
         incoming = [
             Incoming(record.key, record.value, tp.partition, record.offset)
             for tp, records in batch.items()
             for record in records
         ]
-        # the ids of a partition must be known before its first batch: a fetch can deliver
+        # a partition's state must be in hand before its first batch: a fetch can deliver
         # records while the assignment's own restore is still running
-        await self.seen.assign(tp.partition for tp in batch)
-        result = self.processor.process(incoming, self.seen.contains)
-        await self._deliver(result, incoming)
-        await self._remember(result)
+        await self.work.store.assign(tp.partition for tp in batch)
+        planned = self.work.plan(incoming)
+        await self._deliver(planned, incoming)
+        await self._remember(planned)
         await self._commit(batch)
         self.state.batches += 1
         self.state.records += len(incoming)
-        if self._on_batch is not None:
-            self._on_batch(result)
-        return result
+        self.work.done(planned)
+        return planned
 
-    async def _deliver(self, result: BatchResult, incoming: Sequence[Incoming]) -> None:
+    async def _deliver(self, planned: P, incoming: Sequence[Incoming]) -> None:
         """Every message acknowledged or replaced by a dead letter; retried until then."""
-        messages: list[Outgoing] = result.messages
+        messages = planned.messages
         indexes = list(range(len(messages)))
-        replaced: set[int] = set()  # raw messages already dead-lettered for a refused output
+        replaced: set[int] = set()  # inputs already dead-lettered for a refused output
 
         def substitute(position: int, reason: str) -> Outgoing | Skip:
-            origin = result.origin[indexes[position]]
+            origin = planned.origin[indexes[position]]
             if origin in replaced:
-                return SKIP  # its raw message is already dead-lettered
+                return SKIP  # its input is already dead-lettered
             replaced.add(origin)
-            return self.processor.dead_letter_for(
+            return self.work.dead_letter_for(
                 incoming[origin], f"the broker refused its output: {reason}"
             )
 
@@ -176,14 +217,14 @@ class PipelineLoop:
             await asyncio.sleep(delay)
             delay = min(cap, delay * 2)
 
-    async def _remember(self, result: BatchResult) -> None:
+    async def _remember(self, planned: P) -> None:
         delay, cap = self._backoff
         while True:
             try:
-                await self.seen.add(result.fresh)
+                await self.work.remember(planned)
                 return
-            except Exception as exc:  # retried: the outputs are out, the ids must follow
-                self._stalled("seen ids not written to the changelog", exc)
+            except Exception as exc:  # retried: the outputs are out, the state must follow
+                self._stalled("state not written to its changelog", exc)
                 await asyncio.sleep(delay)
                 delay = min(cap, delay * 2)
 
@@ -192,7 +233,8 @@ class PipelineLoop:
             self.state.unacknowledged_since = time.monotonic()
         self.state.last_error = f"{what}: {type(exc).__name__}: {exc}"[:300]
         log.warning(
-            "pipeline: %s (%s: %s); trying again (waiting %.0fs so far)",
+            "%s: %s (%s: %s); trying again (waiting %.0fs so far)",
+            self.topic,
             what,
             type(exc).__name__,
             exc,
@@ -209,29 +251,31 @@ class PipelineLoop:
             await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # the partitions moved on: their new owner repeats the batch, and drops repeats
-            log.warning("pipeline: offsets not committed (%s); the batch will be repeated", exc)
+            log.warning(
+                "%s: offsets not committed (%s); the batch will be repeated", self.topic, exc
+            )
 
     # --- rebalances -----------------------------------------------------------------------
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:  # the batch in hand is finished (and committed) first
-            numbers = {tp.partition for tp in partitions if tp.topic == self.raw_topic}
-            self.seen.revoke(numbers)
+            numbers = {tp.partition for tp in partitions if tp.topic == self.topic}
+            self.work.store.revoke(numbers)
             self.state.assigned -= numbers
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
-        numbers = {tp.partition for tp in partitions if tp.topic == self.raw_topic}
-        await self.seen.assign(numbers)
+        numbers = {tp.partition for tp in partitions if tp.topic == self.topic}
+        await self.work.store.assign(numbers)
         self.state.assigned |= numbers
 
-    async def sweep(self, retention: float) -> int:
-        """Forget ids older than the retention (between batches)."""
+    async def between_batches(self, action: Callable[[], Any]) -> Any:
+        """Run ``action`` (a coroutine function) while no batch is in hand."""
         async with self._lock:
-            return await self.seen.expire(retention)
+            return await action()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, loop: PipelineLoop) -> None:
+    def __init__(self, loop: ConsumerLoop[Any]) -> None:
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -1,16 +1,18 @@
-"""The dedupe state: which record ids were already emitted, per raw-topic partition.
+"""State kept per partition of an input topic, durable in a changelog partitioned like it.
 
-An id is remembered in the partition its raw message came from (the raw topic is keyed by
-id, so repeats of an id land on the same partition) together with when it was first seen.
-The state lives in a changelog topic partitioned like the raw topic (``key = id``, value
-``<epoch seconds>:<partition>``, the format the faust table it replaces wrote): a worker
-given a raw partition first reads that partition of the changelog to its end, and a
-worker that loses it drops it. Writes are awaited, so after a crash a replayed batch finds
-its ids already seen.
+:class:`PartitionedStore` is the worker's one kind of partitioned state: key → bytes, per
+input partition, written to a changelog topic with the same partition count (the entry of a
+key lives in the partition its input message came from). A worker given an input partition
+first reads that partition of the changelog to its end, and a worker that loses it drops
+it. Writes are awaited, so after a crash a replayed batch finds the state it left.
 
-Two stores keep the ids on this worker: memory (rebuilt from the changelog at every
+Two stores keep the entries on this worker: memory (rebuilt from the changelog at every
 assignment) and RocksDB (kept on disk with the changelog offset it has read up to, so an
 assignment reads only what is new).
+
+Its uses: :class:`SeenStore`, which record ids were already emitted (the raw topic is keyed
+by id, so repeats of an id land on the same partition; value ``<epoch seconds>:<partition>``,
+the format the faust table it replaces wrote), and the detections' per-actor rule state.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -28,16 +30,17 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from streamapp.core.errors import PublishError
-from streamapp.core.pipeline import expired_ids, seen_value
+from streamapp.core.pipeline import seen_before, seen_value
 from streamapp.kafka.publisher import Publisher
 
 log = logging.getLogger("streamapp.seen")
 
 
 class PartitionStore(Protocol):
-    """The ids of one partition, with the changelog offset read so far."""
+    """The entries of one partition, with the changelog offset read so far."""
 
     def __contains__(self, key: bytes) -> bool: ...
+    def get(self, key: bytes) -> bytes | None: ...
     def put(self, key: bytes, value: bytes) -> None: ...
     def delete(self, key: bytes) -> None: ...
     def items(self) -> Iterable[tuple[bytes, bytes]]: ...
@@ -55,6 +58,9 @@ class MemoryPartition:
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._ids
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._ids.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
         self._ids[key] = value
@@ -97,6 +103,10 @@ class RocksPartition:
     def __contains__(self, key: bytes) -> bool:
         return self._db.get(key) is not None
 
+    def get(self, key: bytes) -> bytes | None:
+        value = self._db.get(key)
+        return value if isinstance(value, bytes) else None
+
     def put(self, key: bytes, value: bytes) -> None:
         self._db[key] = value
         self._count = None
@@ -128,8 +138,12 @@ class RocksPartition:
         self._db.close()
 
 
-class SeenStore:
-    """Dedupe state of the raw partitions assigned to this worker."""
+#: what a sweep's function answers to keep an entry as it is
+KEEP = object()
+
+
+class PartitionedStore:
+    """Key → value state of the input partitions assigned to this worker."""
 
     def __init__(
         self,
@@ -157,6 +171,10 @@ class SeenStore:
     def contains(self, key: bytes, partition: int) -> bool:
         store = self._partitions.get(partition)
         return store is not None and key in store
+
+    def get(self, key: bytes, partition: int) -> bytes | None:
+        store = self._partitions.get(partition)
+        return store.get(key) if store is not None else None
 
     @property
     def partitions(self) -> set[int]:
@@ -233,21 +251,17 @@ class SeenStore:
 
     # --- writes ---------------------------------------------------------------------------
 
-    async def add(self, entries: Sequence[tuple[bytes, int]], *, now: float | None = None) -> None:
-        """Remember ``(id, raw partition)`` pairs; returns once the changelog has them.
-
-        An id whose partition is not (or no longer) assigned here is skipped: its new owner
-        will see the output repeated at worst, never lose it.
-        """
-        moment = time.time() if now is None else now
+    async def write(self, entries: Sequence[tuple[bytes, int, bytes | None]]) -> None:
+        """Store ``(key, partition, value)`` (None deletes); returns once the changelog has
+        them. A key whose partition is not (or no longer) assigned here is skipped: its new
+        owner will repeat work at worst, never lose it. PublishError if a write failed."""
         futures = []
         producer = self._publisher.producer
-        written: list[tuple[PartitionStore, bytes, bytes]] = []
-        for key, partition in entries:
+        written: list[tuple[PartitionStore, bytes, bytes | None]] = []
+        for key, partition, value in entries:
             store = self._partitions.get(partition)
             if store is None:
                 continue
-            value = seen_value(moment, partition)
             futures.append(await producer.send(self.changelog, value, key=key, partition=partition))
             written.append((store, key, value))
         if not futures:
@@ -255,30 +269,49 @@ class SeenStore:
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed = sum(isinstance(r, BaseException) for r in results)
         for (store, key, value), result in zip(written, results, strict=True):
-            if not isinstance(result, BaseException):
+            if isinstance(result, BaseException):
+                continue
+            if value is None:
+                store.delete(key)
+            else:
                 store.put(key, value)
         if failed:
             raise PublishError(
-                f"dedupe: {failed} of {len(results)} seen ids not written to {self.changelog!r}"
+                f"{failed} of {len(results)} state entries not written to {self.changelog!r}"
             )
+
+    async def sweep(self, decide: Callable[[bytes, bytes], object]) -> int:
+        """Rewrite the entries ``decide`` changes: it answers KEEP, None (forget the key) or
+        new bytes. Returns how many entries changed."""
+        changes: list[tuple[bytes, int, bytes | None]] = []
+        for partition, store in list(self._partitions.items()):
+            for key, value in store.items():
+                answer = decide(key, value)
+                if answer is KEEP:
+                    continue
+                changes.append((key, partition, answer if isinstance(answer, bytes) else None))
+        for start in range(0, len(changes), 5000):
+            with contextlib.suppress(PublishError, KafkaError):
+                await self.write(changes[start : start + 5000])
+        return len(changes)
+
+
+class SeenStore(PartitionedStore):
+    """Which record ids were already emitted (and when first), per raw partition."""
+
+    async def add(self, entries: Sequence[tuple[bytes, int]], *, now: float | None = None) -> None:
+        """Remember ``(id, raw partition)`` pairs; returns once the changelog has them."""
+        moment = time.time() if now is None else now
+        await self.write([(key, p, seen_value(moment, p)) for key, p in entries])
 
     async def expire(self, retention: float, *, now: float | None = None) -> int:
         """Forget ids first seen longer than ``retention`` seconds ago."""
         cutoff = (time.time() if now is None else now) - retention
-        producer = self._publisher.producer
-        forgotten = 0
-        for partition, store in list(self._partitions.items()):
-            expired = expired_ids(store.items(), active_partitions={partition}, cutoff=cutoff)
-            futures = []
-            for key, _ in expired:
-                futures.append(
-                    await producer.send(self.changelog, None, key=key, partition=partition)
-                )
-                store.delete(key)
-            if futures:
-                with contextlib.suppress(KafkaError):
-                    await asyncio.gather(*futures)
-            forgotten += len(expired)
+
+        def decide(key: bytes, value: bytes) -> object:
+            return None if seen_before(value, cutoff) else KEEP
+
+        forgotten = await self.sweep(decide)
         if forgotten:
             log.info("dedupe: forgot %d ids older than the retention", forgotten)
         return forgotten

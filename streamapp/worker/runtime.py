@@ -1,8 +1,10 @@
 """One worker's parts, wired together: where data enters, is transformed and leaves.
 
-    PagerDuty ──poller──▶ raw topic ──pipeline loop──▶ output, routed, OCSF, dead letters
-        │                    (RawSink)        (PipelineLoop + SeenStore)
-        └── progress topic (checkpoints, backfill windows)      health topic ◀── watchdog
+    PagerDuty ──poller──▶ raw topic ──pipeline──▶ output, routed, OCSF, ECS, dead letters
+        │               (RawSink)  (RawWork: dedupe,     │  findings (one-record rules)
+        │                           enrich, route)       └─▶ keyed topic ──detections──▶ findings
+        └── progress topic (checkpoints, backfill windows)      (DetectWork: rule state)
+                                                   health topic ◀── watchdog ──▶ notifications
 
 Built from the settings without any I/O; ``start`` creates the topics, measures what the
 broker accepts, starts the producer, the state followers, the pipeline's consumer and the
@@ -21,15 +23,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+
 from streamapp.config import Settings
-from streamapp.core.pipeline import BatchResult, Processor
+from streamapp.core.detect import Detector
+from streamapp.core.detect.stream import DetectionFanout, StepPlan
+from streamapp.core.pipeline import BatchResult, Processor, ecs_rendering, ocsf_rendering
 from streamapp.kafka.clients import Cluster
-from streamapp.kafka.pipeline_loop import PipelineLoop
+from streamapp.kafka.pipeline_loop import ConsumerLoop, Loops
 from streamapp.kafka.progress import ProgressTable
 from streamapp.kafka.publisher import Publisher
 from streamapp.kafka.rawsink import RawSink
-from streamapp.kafka.seen import SeenStore
+from streamapp.kafka.seen import PartitionedStore, SeenStore
 from streamapp.kafka.statetopic import TOPIC_CONFIG, StateTopic
+from streamapp.kafka.works import DetectWork, RawWork
 from streamapp.notify.channels import Deliverer
 from streamapp.pagerduty.factory import ClientFactory, http_client
 from streamapp.worker.metrics import Metrics
@@ -45,17 +52,25 @@ SWEEP_FRACTION = 100
 
 @dataclass(frozen=True)
 class TopicNames:
+    """The worker's internal topics (besides the raw topic)."""
+
     progress: str
     health: str
     seen: str
+    #: the detections' inputs, keyed by rule state key, and that state's changelog
+    detect: str
+    detect_state: str
 
     @classmethod
     def for_app(cls, app_id: str) -> TopicNames:
-        # the names the faust tables these replace wrote to: an upgrade resumes from them
+        # the first three are the names the faust tables they replace wrote to: an upgrade
+        # resumes from them
         return cls(
             progress=f"{app_id}-checkpoints-changelog",
             health=f"{app_id}-health-changelog",
             seen=f"{app_id}-seen-changelog",
+            detect=f"{app_id}-detect",
+            detect_state=f"{app_id}-detect-state-changelog",
         )
 
 
@@ -77,34 +92,68 @@ class Runtime:
         self.progress = ProgressTable(StateTopic(self.names.progress, publisher=self.publisher))
         self.health = StateTopic(self.names.health, publisher=self.publisher)
         topics = settings.topics
+        self.detections = (
+            DetectionFanout(
+                Detector(settings.rules),
+                findings_topic=topics.findings,
+                keyed_topic=self.names.detect,
+                notifications_topic=topics.notifications,
+                dlq_topic=topics.dlq,
+                notify={s.name: s.notify_findings for s in settings.sources},
+            )
+            if settings.detections
+            else None
+        )
+        renderings = []
+        if settings.ocsf:
+            renderings.append(ocsf_rendering(topics.ocsf))
+        if settings.ecs:
+            renderings.append(ecs_rendering(topics.ecs))
         self.processor = Processor(
             raw_topic=topics.raw,
             output_topic=topics.output,
             dlq_topic=topics.dlq,
             router=settings.router,
-            ocsf_topic=topics.ocsf if settings.ocsf else None,
+            renderings=renderings,
+            fanout=self.detections.for_document if self.detections else None,
+            geo=settings.geo.lookup if settings.geo else None,
             room=self.publisher.room,
         )
-        self.seen = SeenStore(
-            self.names.seen,
-            publisher=self.publisher,
-            store=settings.store,
-            data_dir=settings.data_dir,
-        )
-        self.pipeline = PipelineLoop(
-            lambda: self.cluster.consumer(
-                group_id=f"{settings.app_id}-pipeline",
-                session_timeout_ms=int(settings.session_timeout * 1000),
-                heartbeat_interval_ms=int(max(0.5, min(3.0, settings.session_timeout / 6)) * 1000),
-                max_poll_records=5000,
-                max_partition_fetch_bytes=4 * 1024 * 1024,
+        self.raw = RawWork(
+            self.processor,
+            SeenStore(
+                self.names.seen,
+                publisher=self.publisher,
+                store=settings.store,
+                data_dir=settings.data_dir,
             ),
-            raw_topic=topics.raw,
-            publisher=self.publisher,
-            seen=self.seen,
-            processor=self.processor,
             on_batch=self._count,
         )
+        self.pipeline = ConsumerLoop(
+            lambda: self._group_consumer(f"{settings.app_id}-pipeline"),
+            topic=topics.raw,
+            publisher=self.publisher,
+            work=self.raw,
+        )
+        self.detect: ConsumerLoop[StepPlan] | None = None
+        if self.detections is not None:
+            self.detect = ConsumerLoop(
+                lambda: self._group_consumer(f"{settings.app_id}-detect"),
+                topic=self.names.detect,
+                publisher=self.publisher,
+                work=DetectWork(
+                    self.detections,
+                    PartitionedStore(
+                        self.names.detect_state,
+                        publisher=self.publisher,
+                        store=settings.store,
+                        data_dir=settings.data_dir,
+                    ),
+                    on_findings=self._found,
+                ),
+            )
+        #: every loop of this worker, for health: stalled when any is
+        self.loops = Loops([self.pipeline.state] + ([self.detect.state] if self.detect else []))
         self.is_leader = is_leader
         self.ready = ready
         self._http = http_client(settings.http_timeout)
@@ -118,7 +167,7 @@ class Runtime:
             deliverer=Deliverer(self._http),
             is_leader=is_leader,
             running_polls=lambda: self.poller.running(),
-            pipeline=self.pipeline.state,
+            pipeline=self.loops,
             on_delivery=self.metrics.delivery,
         )
         self.poller = Poller(
@@ -131,9 +180,19 @@ class Runtime:
             ready=ready,
             on_poll=self.metrics.poll,
         )
-        self.metrics.watch(self._checkpoint_times, self.pipeline.state.stalled_for)
+        self.metrics.watch(self._checkpoint_times, self.loops.stalled_for)
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+
+    def _group_consumer(self, group: str) -> AIOKafkaConsumer:
+        timeout = self.settings.session_timeout
+        return self.cluster.consumer(
+            group_id=group,
+            session_timeout_ms=int(timeout * 1000),
+            heartbeat_interval_ms=int(max(0.5, min(3.0, timeout / 6)) * 1000),
+            max_poll_records=5000,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -152,6 +211,12 @@ class Runtime:
         }
         if settings.ocsf:
             wanted[topics.ocsf] = (partitions, {})
+        if settings.ecs:
+            wanted[topics.ecs] = (partitions, {})
+        if settings.detections:
+            wanted[topics.findings] = (partitions, {})
+            wanted[self.names.detect] = (partitions, {})
+            wanted[self.names.detect_state] = (partitions, dict(TOPIC_CONFIG))
         for name in settings.router.extra_topics:
             wanted.setdefault(name, (partitions, {}))
         return wanted
@@ -166,12 +231,15 @@ class Runtime:
         await self.health.start()
         await self.pipeline.start()
         self._spawn(self.pipeline.run(), "pipeline")
-        self._spawn(self._sweep(), "dedupe sweep")
+        if self.detect is not None:
+            await self.detect.start()
+            self._spawn(self.detect.run(), "detections")
+        self._spawn(self._sweep(), "state sweep")
         self._spawn(self.poller.run(), "poller")
         self._spawn(self.watchdog.run(), "watchdog")
         self.started = True
         log.info(
-            "worker started: %d source(s), broker %s, largest message %s bytes",
+            "worker ready: %d source(s), broker %s, largest message %s bytes",
             len(self.settings.sources),
             ",".join(self.cluster.bootstrap),
             f"{self.publisher.limit(self.settings.topics.output):,}",
@@ -196,6 +264,8 @@ class Runtime:
                 await task
         self._tasks.clear()
         await self.pipeline.stop()
+        if self.detect is not None:
+            await self.detect.stop()
         await self.progress.table.stop()
         await self.health.stop()
         await self.publisher.stop()
@@ -220,19 +290,30 @@ class Runtime:
     def _checkpoint_times(self) -> list[tuple[str, datetime]]:
         return [(name, checkpoint.until) for name, checkpoint in self.progress.checkpoints()]
 
+    def _found(self, plan: StepPlan) -> None:
+        for finding in plan.findings:
+            log.info(
+                "finding %s source=%s: %s", finding.rule_id, finding.source_name, finding.summary
+            )
+
     async def _sweep(self) -> None:
+        """Forget dedupe ids older than the retention, and rule state past its window."""
         retention = self.settings.dedupe_retention.total_seconds()
         interval = min(3600.0, max(10.0, retention / SWEEP_FRACTION))
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.pipeline.sweep(retention)
+                await self.pipeline.between_batches(lambda: self.raw.sweep(retention))
+                if self.detect is not None:
+                    work = self.detect.work
+                    assert isinstance(work, DetectWork)
+                    await self.detect.between_batches(work.sweep)
             except Exception as exc:  # the next round tries again
-                log.warning("dedupe sweep failed: %s: %s", type(exc).__name__, exc)
+                log.warning("state sweep failed: %s: %s", type(exc).__name__, exc)
 
     @property
     def pipeline_ok(self) -> bool:
-        return self.pipeline.state.stalled_for() < self.settings.stall_after.total_seconds()
+        return self.loops.stalled_for() < self.settings.stall_after.total_seconds()
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -46,12 +46,12 @@ def _worst(statuses: list[str]) -> str:
 
 def pipeline_view(runtime: Runtime) -> dict[str, Any]:
     state = runtime.pipeline.state
-    waiting = state.stalled_for()
+    waiting = runtime.loops.stalled_for()
     stalled = waiting >= runtime.settings.stall_after.total_seconds()
     return {
         "status": "stalled" if stalled else "ok",
         "unacknowledged_seconds": round(waiting, 3),
-        "error": state.last_error,
+        "error": runtime.loops.last_error,
         "assigned_partitions": sorted(state.assigned),
         "batches": state.batches,
     }

@@ -42,7 +42,7 @@ from streamapp.core.health import (
 )
 from streamapp.core.ingest import PollReport
 from streamapp.core.models import Outgoing
-from streamapp.kafka.pipeline_loop import LoopState
+from streamapp.kafka.pipeline_loop import Loops
 from streamapp.kafka.publisher import Publisher
 from streamapp.kafka.statetopic import StateTopic
 from streamapp.notify.channels import Deliverer, DeliveryResult
@@ -70,7 +70,7 @@ class Watchdog:
         deliverer: Deliverer,
         is_leader: Callable[[], bool],
         running_polls: Callable[[], Sequence[SourcePoll]] = lambda: (),
-        pipeline: LoopState | None = None,
+        pipeline: Loops | None = None,
         on_delivery: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.settings = settings
