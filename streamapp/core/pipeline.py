@@ -160,6 +160,8 @@ class Processor:
         if record_id != message.key and self._repeat(record_id, message.partition, in_batch, seen):
             _bump(result.duplicates, doc.source_name)
             return
+        if self.geo is not None and doc.src_ip:
+            doc = _located(doc, *self.geo(doc.src_ip))
         value = encode_document(doc)
         if len(value) > self.room(self.output_topic):
             reason = (
