@@ -83,6 +83,8 @@ class Router:
 
     def topics_for(self, doc: OutputDocument) -> list[str]:
         """The extra topics ``doc`` goes to, deduplicated, in rule order."""
+        if not self.rules:  # the common case, on the hot path
+            return []
         return _unique(rule.topic for rule in self.rules if rule.matches(doc))
 
     @classmethod

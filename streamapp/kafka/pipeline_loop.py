@@ -127,8 +127,10 @@ class ConsumerLoop(Generic[P]):
         self.batch_size = batch_size
         self.state = LoopState()
         self._backoff = backoff
-        #: one batch at a time; a rebalance waits for the batch in hand
+        #: one batch started at a time; a rebalance waits for the batches in hand
         self._lock = asyncio.Lock()
+        #: the last batch started and not yet committed (it awaits the one before it)
+        self._inflight: asyncio.Future[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -158,17 +160,31 @@ class ConsumerLoop(Generic[P]):
         self.work.store.close()
 
     async def run(self) -> None:
-        """Process batches until cancelled."""
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_size)
-            if not batch:
-                continue
-            async with self._lock:
-                await self.handle(batch)
+        """Process batches until cancelled.
 
-    # --- one batch ------------------------------------------------------------------------
+        Two batches overlap: while the broker acknowledges one batch, the next is fetched and
+        decided (its work sees the first one's keys as seen). Commits stay in order: a batch
+        commits only after the one before it did, so a crash never skips an unacknowledged
+        batch.
+        """
+        try:
+            while True:
+                batch = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_size)
+                if batch:
+                    async with self._lock:
+                        await self._start(batch)
+        finally:
+            if self._inflight is not None:
+                self._inflight.cancel()  # stopped mid-batch: nothing more is committed
 
     async def handle(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> P:
+        """One batch, start to commit (tests, and the loop's own steps)."""
+        async with self._lock:
+            planned = await self._start(batch)
+            await self._drain()
+            return planned
+
+    async def _start(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> P:
         incoming = [
             Incoming(record.key, record.value, tp.partition, record.offset)
             for tp, records in batch.items()
@@ -178,13 +194,34 @@ class ConsumerLoop(Generic[P]):
         # records while the assignment's own restore is still running
         await self.work.store.assign(tp.partition for tp in batch)
         planned = self.work.plan(incoming)
+        previous, self._inflight = (
+            self._inflight,
+            asyncio.ensure_future(self._finish(planned, incoming, batch, self._inflight)),
+        )
+        if previous is not None:
+            await previous  # at most two batches in flight
+        return planned
+
+    async def _drain(self) -> None:
+        if self._inflight is not None:
+            await self._inflight
+            self._inflight = None
+
+    async def _finish(
+        self,
+        planned: P,
+        incoming: Sequence[Incoming],
+        batch: Mapping[TopicPartition, Sequence[Any]],
+        previous: asyncio.Future[None] | None,
+    ) -> None:
         await self._deliver(planned, incoming)
         await self._remember(planned)
+        if previous is not None:
+            await previous
         await self._commit(batch)
         self.state.batches += 1
         self.state.records += len(incoming)
         self.work.done(planned)
-        return planned
 
     async def _deliver(self, planned: P, incoming: Sequence[Incoming]) -> None:
         """Every message acknowledged or replaced by a dead letter; retried until then."""
@@ -258,7 +295,8 @@ class ConsumerLoop(Generic[P]):
     # --- rebalances -----------------------------------------------------------------------
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
-        async with self._lock:  # the batch in hand is finished (and committed) first
+        async with self._lock:  # the batches in hand are finished (and committed) first
+            await self._drain()
             numbers = {tp.partition for tp in partitions if tp.topic == self.topic}
             self.work.store.revoke(numbers)
             self.state.assigned -= numbers
@@ -271,6 +309,7 @@ class ConsumerLoop(Generic[P]):
     async def between_batches(self, action: Callable[[], Any]) -> Any:
         """Run ``action`` (a coroutine function) while no batch is in hand."""
         async with self._lock:
+            await self._drain()
             return await action()
 
 

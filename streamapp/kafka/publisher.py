@@ -197,26 +197,35 @@ class Publisher:
         """Send every message of ``batch`` that fits, await them all; index → error."""
         futures: list[tuple[int, asyncio.Future[Any]]] = []
         errors: dict[int, BaseException] = {}
-        producer = self.producer
-        for index, message in batch:
-            if not self.fits(message):
-                reason = (
-                    f"{encoded_size(message):,} bytes is more than the"
-                    f" {self.limit(message.topic):,} bytes topic {message.topic!r} takes"
-                )
-                await self._substitute(index, reason, delivery, substitute, None)
-                continue
-            try:
-                future = await asyncio.wait_for(
-                    producer.send(
-                        message.topic, message.value, key=message.key, headers=message.headers
-                    ),
-                    self.ack_timeout,
-                )
-            except (KafkaError, TimeoutError) as exc:
-                errors[index] = exc
-                continue
-            futures.append((index, future))
+        send = self.producer.send
+        refused: list[tuple[int, Outgoing]] = []
+        try:
+            # one deadline for handing the batch over (send waits only when the producer's
+            # buffer is full or a topic's metadata is missing)
+            async with asyncio.timeout(self.ack_timeout):
+                for index, message in batch:
+                    if not self.fits(message):
+                        refused.append((index, message))
+                        continue
+                    try:
+                        future = await send(
+                            message.topic, message.value, key=message.key, headers=message.headers
+                        )
+                    except KafkaError as exc:
+                        errors[index] = exc
+                        continue
+                    futures.append((index, future))
+        except TimeoutError as exc:
+            handed = {i for i, _ in futures} | set(errors) | {i for i, _ in refused}
+            for index, _ in batch:
+                if index not in handed:
+                    errors[index] = exc
+        for index, message in refused:
+            reason = (
+                f"{encoded_size(message):,} bytes is more than the"
+                f" {self.limit(message.topic):,} bytes topic {message.topic!r} takes"
+            )
+            await self._substitute(index, reason, delivery, substitute, None)
         if futures:
             _, pending = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout)
             for index, future in futures:

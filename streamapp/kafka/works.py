@@ -31,15 +31,23 @@ class RawWork:
         self.store: PartitionedStore = seen
         self._seen = seen
         self._on_batch = on_batch
+        #: keys of batches decided but not yet remembered (a batch overlaps the one before)
+        self._pending: set[tuple[bytes, int]] = set()
+
+    def _contains(self, key: bytes, partition: int) -> bool:
+        return (key, partition) in self._pending or self._seen.contains(key, partition)
 
     def plan(self, batch: Sequence[Incoming]) -> BatchResult:
-        return self.processor.process(batch, self._seen.contains)
+        result = self.processor.process(batch, self._contains)
+        self._pending.update(result.fresh)
+        return result
 
     def dead_letter_for(self, message: Incoming, reason: str) -> Outgoing:
         return self.processor.dead_letter_for(message, reason)
 
     async def remember(self, planned: BatchResult) -> None:
         await self._seen.add(planned.fresh)
+        self._pending.difference_update(planned.fresh)
 
     def done(self, planned: BatchResult) -> None:
         if self._on_batch is not None:
@@ -59,15 +67,26 @@ class DetectWork:
         self.fanout = fanout
         self.store = store
         self._on_findings = on_findings
+        #: states decided by a batch not yet remembered (a batch overlaps the one before)
+        self._pending: dict[tuple[bytes, int], bytes | None] = {}
+
+    def _state(self, key: bytes, partition: int) -> bytes | None:
+        slot = (key, partition)
+        return self._pending[slot] if slot in self._pending else self.store.get(key, partition)
 
     def plan(self, batch: Sequence[Incoming]) -> StepPlan:
-        return self.fanout.step_batch(batch, self.store.get)
+        planned = self.fanout.step_batch(batch, self._state)
+        self._pending.update(planned.writes)
+        return planned
 
     def dead_letter_for(self, message: Incoming, reason: str) -> Outgoing:
         return self.fanout.dead_letter_for(message, reason)
 
     async def remember(self, planned: StepPlan) -> None:
         await self.store.write([(key, p, value) for (key, p), value in planned.writes.items()])
+        for slot, value in planned.writes.items():
+            if slot in self._pending and self._pending[slot] is value:
+                del self._pending[slot]  # a later batch's newer state stays pending
 
     def done(self, planned: StepPlan) -> None:
         if self._on_findings is not None:

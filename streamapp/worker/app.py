@@ -39,6 +39,7 @@ def _load() -> Settings:
 
 
 settings = _load()
+faust_compat.use_uvloop()
 
 app = faust.App(
     settings.app_id,

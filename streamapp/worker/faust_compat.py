@@ -78,3 +78,20 @@ def fail_start(message: str, status: int = 1) -> None:
     print(f"streamapp: cannot start: {message}", file=sys.stderr, flush=True)
     logging.shutdown()
     os._exit(status)
+
+
+def use_uvloop() -> bool:
+    """Run the worker on uvloop when it is installed (faster sockets and callbacks).
+
+    faust-streaming 0.15.3 accepts ``--loop uvloop`` on its command line but never acts on
+    it (``faust/cli/base.py`` stores the choice and nothing reads it), so the event loop
+    policy is set here, at import, before faust's worker creates its loop.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    import asyncio
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True

@@ -239,10 +239,11 @@ class Runtime:
         self._spawn(self.watchdog.run(), "watchdog")
         self.started = True
         log.info(
-            "worker ready: %d source(s), broker %s, largest message %s bytes",
+            "worker ready: %d source(s), broker %s, largest message %s bytes, %s loop",
             len(self.settings.sources),
             ",".join(self.cluster.bootstrap),
             f"{self.publisher.limit(self.settings.topics.output):,}",
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:

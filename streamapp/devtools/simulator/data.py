@@ -146,6 +146,8 @@ class _World:
         }
         self.apps = [(_pd_id(rng), name) for name in _APPS]
         self.keys = [(_pd_id(rng), name) for name in _KEYS]
+        #: actor id → the addresses it works from
+        self.addresses: dict[str, list[str]] = {}
 
     def ref(
         self, kind: str, entity: tuple[str, str] | None = None, *, links: bool | None = None
@@ -210,7 +212,7 @@ class _World:
             method["description"] = None
         return method
 
-    def context(self, request_id: str) -> dict[str, Any] | None:
+    def context(self, request_id: str, actor: str | None = None) -> dict[str, Any] | None:
         rng = self.rng
         roll = rng.random()
         if roll < 0.02:
@@ -218,8 +220,17 @@ class _World:
         context: dict[str, Any] = {"request_id": request_id}
         if roll < 0.35:
             return context  # request_id without remote_address, as in real pages
-        context["remote_address"] = None if roll < 0.40 else _ip(rng)
+        context["remote_address"] = None if roll < 0.40 else self.address(actor)
         return context
+
+    def address(self, actor: str | None) -> str:
+        """Where an actor works from: a few addresses of its own, and now and then a new one
+        (people use the same office, home and VPN; detections of new addresses rely on it)."""
+        rng = self.rng
+        if actor is None or rng.random() < 0.02:
+            return _ip(rng)
+        pool = self.addresses.setdefault(actor, [_ip(rng) for _ in range(rng.randint(1, 3))])
+        return rng.choice(pool)
 
 
 def _fields(rng: random.Random, kind: str, action: str, name: str) -> list[dict[str, Any]]:
@@ -358,7 +369,7 @@ def _record(
         action = "delete"
 
     record: dict[str, Any] = {"id": rid, "execution_time": when}
-    context = world.context(request_id)
+    context = world.context(request_id, actors[0].get("id") if actors else None)
     if context is not None or rng.random() < 0.5:
         record["execution_context"] = context
     if actors is not None or rng.random() < 0.5:  # null or absent
