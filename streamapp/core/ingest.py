@@ -232,6 +232,7 @@ async def poll_source(
     concurrency: int = 1,
     clock: Callable[[], datetime] = utcnow,
     report: PollReport | None = None,
+    on_page: Callable[[Page], None] | None = None,
 ) -> PollReport:
     """Walk ``[checkpoint - overlap, now)`` window by window, moving the checkpoint over
     each acknowledged prefix; return what was done (errors are raised after it is filled)."""
@@ -248,6 +249,8 @@ async def poll_source(
 
     def touch(page: Page) -> None:
         report.last_progress = time.monotonic()
+        if on_page is not None:
+            on_page(page)
 
     async def walk(window: Window) -> WindowResult:
         return await walk_window(

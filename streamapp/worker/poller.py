@@ -16,11 +16,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from streamapp.config import Settings, SourceConfig
+from streamapp.core.durations import format_duration
 from streamapp.core.errors import PagerDutyError, PublishError
 from streamapp.core.ingest import PollInterrupted, PollReport, RecordSink, poll_source
+from streamapp.core.lateness import LateTracker
 from streamapp.core.redact import REDACTOR
 from streamapp.kafka.progress import ProgressTable
 from streamapp.pagerduty.client import PagerDutyClient
@@ -44,6 +47,8 @@ class SourcePoll:
 
     source: SourceConfig
     client: PagerDutyClient
+    #: how late records arrive for this source, and so how far each poll reaches back
+    late: LateTracker
     next_due: float = 0.0
     task: asyncio.Task[None] | None = None
     #: the poll in progress (or the last one)
@@ -83,6 +88,7 @@ class Poller:
             source.name: SourcePoll(
                 source,
                 factory.client(source, max_wait=source.poll_interval.total_seconds()),
+                LateTracker(configured=source.overlap),
             )
             for source in settings.sources
         }
@@ -152,6 +158,10 @@ class Poller:
         poll.report = report = PollReport(source.name)
         outcome = "failed"
         failure: tuple[str, int | None, str] | None = None
+        now = datetime.now(UTC)
+        overlap = poll.late.overlap(now)
+        before = self.progress.checkpoint(source.name)
+        seen: list[tuple[str, datetime]] = []
         try:
             await poll_source(
                 source.name,
@@ -159,13 +169,25 @@ class Poller:
                 self.sink,
                 self.progress,
                 lookback=source.lookback,
-                overlap=source.overlap,
+                overlap=overlap,
+                now=now,
                 keep_going=self.is_leader,
                 max_pages=self.settings.max_pages_per_window,
                 concurrency=self.settings.backfill_concurrency,
                 report=report,
+                on_page=lambda page: seen.extend((r.id, r.execution_time) for r in page.records),
             )
             outcome = "ok"
+            late = poll.late.observe(
+                seen, previous_until=before.until if before else None, now=now, overlap=overlap
+            )
+            if late:
+                log.info(
+                    "source=%s: %d record(s) arrived late (behind the checkpoint); overlap %s",
+                    source.name,
+                    late,
+                    format_duration(poll.late.learned(now)),
+                )
         except PollInterrupted:
             outcome = "interrupted"
             log.info("poll source=%s stopped: this worker no longer leads", source.name)
