@@ -1065,3 +1065,22 @@ def test_the_config_package_imports_no_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_notify_findings_reaches_the_single_source_and_sources_file(tmp_path) -> None:
+    single = load_settings(
+        {"PAGERDUTY_API_TOKEN": "tok-0123456789abcdef", "PAGERDUTY_NOTIFY_FINDINGS": "high"}
+    )
+    assert single.sources[0].notify_findings == "high"
+    token = tmp_path / "token"
+    token.write_text("tok-0123456789abcdef")
+    path = tmp_path / "sources.toml"
+    path.write_text(
+        f'[[sources]]\nname = "a"\ntoken_file = "{token}"\nnotify_findings = "critical"\n'
+        f'[[sources]]\nname = "b"\ntoken_file = "{token}"\n'
+    )
+    many = load_settings({"STREAMAPP_SOURCES_FILE": str(path)})
+    assert [s.notify_findings for s in many.sources] == ["critical", "none"]
+    with pytest.raises(ConfigError) as info:
+        load_settings({"PAGERDUTY_API_TOKEN": "tok-x", "PAGERDUTY_NOTIFY_FINDINGS": "loud"})
+    assert str(info.value).startswith("PAGERDUTY_NOTIFY_FINDINGS")

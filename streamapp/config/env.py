@@ -158,6 +158,7 @@ def _single_source(name: str, token: Secret, defaults: SourceDefaults) -> Source
         lookback=defaults.lookback,
         health_check=defaults.health_check,
         overlap=defaults.overlap,
+        notify_findings=defaults.notify_findings,
     )
     check_poll_vs_health(source, "PAGERDUTY_HEALTH_CHECK", "PAGERDUTY_POLL_INTERVAL")
     return source

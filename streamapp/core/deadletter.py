@@ -13,7 +13,7 @@ from datetime import datetime
 
 import msgspec
 
-from streamapp.core.models import Rejected
+from streamapp.core.models import DateTime, Rejected
 
 #: bytes a letter needs besides its original (reason, names, times, framing), generously
 LETTER_OVERHEAD = 4096
@@ -31,7 +31,7 @@ class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
     reason: str
     stage: str
     source_name: str | None
-    at: datetime
+    at: DateTime
     original: str
     original_encoding: str = "utf-8"
     topic: str | None = None

@@ -49,7 +49,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from streamapp.core.geoip import SourceAs, SourceGeo
-from streamapp.core.output import OutputDocument, ReferenceChange, ResourceRef
+from streamapp.core.output import OutputDocument, ReferenceChange, ResourceRef, Timestamp
 
 __all__ = ["ECS_VERSION", "EcsDocument", "encode_ecs", "to_ecs"]
 
@@ -191,7 +191,7 @@ class PagerDuty(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 class EcsDocument(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """One audit record as an ECS event (the value on ``pagerduty_audit_logs.ecs``)."""
 
-    timestamp: str = msgspec.field(name="@timestamp")
+    timestamp: Timestamp = msgspec.field(name="@timestamp")
     ecs: EcsVersion
     message: str
     event: EcsEvent

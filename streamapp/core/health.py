@@ -54,7 +54,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from streamapp.core.durations import format_duration
-from streamapp.core.models import as_utc, rfc3339
+from streamapp.core.models import DateTime, as_utc, rfc3339
 from streamapp.core.redact import REDACTOR, one_line
 from streamapp.core.urls import EU_API_URL, US_API_URL
 
@@ -176,7 +176,7 @@ class Notification(msgspec.Struct, kw_only=True, frozen=True):
     #: one line, actionable, never a secret
     message: str
     #: RFC 3339 UTC
-    at: datetime
+    at: DateTime
     severity: Severity
     #: for source_recovered: the problem kind that cleared
     resolves: str | None = None

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
+
+#: a datetime field, encoded as RFC 3339, whose JSON Schema says so
+DateTime = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 
 
 class Reference(msgspec.Struct, kw_only=True, frozen=True):
@@ -137,7 +141,7 @@ class RawEnvelope(msgspec.Struct, kw_only=True, frozen=True):
 
     source_name: str
     source_type: str = "pagerduty"
-    polled_at: datetime
+    polled_at: DateTime
     record: msgspec.Raw
     #: absent (not null) on every record the poller passed on as it is
     rejected: Rejected | msgspec.UnsetType = msgspec.UNSET

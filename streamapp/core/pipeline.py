@@ -208,6 +208,8 @@ class Processor:
         omitted: Rejected | None = None,
     ) -> None:
         """Dead-letter a raw message, once per key."""
+        if record_id is None and message.key and not message.key.startswith(b"dlq:"):
+            record_id = message.key.decode("utf-8", "replace")  # the raw topic's key is the id
         self._letter(
             index, message, reason, source_name, now, result, stage, record_id, original, omitted
         )
