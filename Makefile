@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck bench verify sources tail schemas clean
+.PHONY: run test test-unit lint typecheck bench verify sources tail schemas clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -29,10 +29,16 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# everything: lint, types, the import rule, unit and integration tests (what CI runs)
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check streamapp tests
+	$(BIN)/ruff check streamapp tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
+# fast feedback: the tests that need no broker (under a minute)
+test-unit: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not broker"
 
 # the faust app commands, as make targets (ARGS="--source prod" etc.)
 FAUST := $(BIN)/faust -A streamapp.app

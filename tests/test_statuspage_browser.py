@@ -6,7 +6,7 @@ action handlers that apply ``check_action`` exactly as the worker's views will. 
 server, on another port, plays a hostile page that tries to trigger an action.
 
 Needs ``apt-get install -y chromium chromium-driver``; skipped only when /usr/bin/chromium
-is absent. Writes docs/status-page.png.
+is absent. Writes a screenshot of the sample page to the temporary directory.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from streamapp.worker.statuspage import (
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "status-page.png"
+#: the sample page's picture (the README's comes from tests/test_statuspage_worker.py)
+SCREENSHOT = Path(tempfile.gettempdir()) / "streamapp-status-page-sample.png"
 TOKEN = "t0k3n-for-the-browser-test-8c1f2e"
 WAIT = 10.0
 
@@ -392,7 +393,7 @@ def test_a_post_from_another_origin_is_refused(site: Site, browser: WebDriver) -
 
 
 def test_screenshot(site: Site, browser: WebDriver) -> None:
-    """docs/status-page.png: the sample page after a verify and a test notification."""
+    """A picture of the sample page after a verify and a test notification."""
     _open(browser, site.url)
     _click(browser, 2, "Verify settings")
     _click(browser, 0, "Send test notification")

@@ -188,7 +188,7 @@ async def run_action(runtime: Runtime, action: str, body: bytes) -> tuple[Action
         ChannelResult(
             channel=channel.name,
             ok=result.ok,
-            message=f"delivered (HTTP {result.status})" if result.ok else (result.error or ""),
+            message=f"HTTP {result.status}" if result.ok else (result.error or ""),
         )
         for channel, result in zip(source.channels, results, strict=True)
     ]
