@@ -197,6 +197,20 @@ def test_progress_is_one_line_per_window_on_a_pipe_and_a_redrawn_bar_on_a_tty():
             assert "window 1/2" in text and "records=5" in text
 
 
+def test_pretty_line_shows_time_source_event_actor_resource_category_and_ip():
+    from streamapp.cli.commands import pretty_line
+
+    value = (REPO / "tests" / "golden" / "service_create.json").read_bytes()
+    assert pretty_line(value) == (
+        "2020-06-04T15:30:16.272Z  pagerduty  service.create                "
+        'John Snow (user)  service "Documentation Hub" PD_SERVICE_ID  [service_changes]  '
+        "201.19.20.19"
+    )
+    assert pretty_line(b"{}", partition=2, offset=7) == (
+        "(partition 2 offset 7: not an output document, 2 bytes)"
+    )
+
+
 def test_broker_urls_become_bootstrap_servers():
     assert bootstrap_servers("kafka://a:1,kafka://b:2") == ["a:1", "b:2"]
     assert bootstrap_servers("aiokafka://h") == ["h:9092"]

@@ -39,3 +39,42 @@ def test_plain_logs_redact_secrets_too(capsys):
 def test_httpx_request_lines_are_quiet():
     logging.config.dictConfig(logging_config("debug", False))
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+
+
+LIBRARIES = ("faust", "mode", "aiokafka", "kafka")
+
+
+def test_library_chatter_stays_below_info_at_info():
+    logging.config.dictConfig(logging_config("info", False, argv=["pytest"]))
+    for name in LIBRARIES:
+        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+    # e.g. aiokafka's "Updating subscribed topics", faust's "[^--Producer]: Starting..."
+    assert not logging.getLogger("aiokafka.consumer.subscription_state").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("faust.transport.producer").isEnabledFor(logging.INFO)
+    # our own lines (one per poll, per state change) stay
+    assert logging.getLogger("streamapp.worker.poller").isEnabledFor(logging.INFO)
+    assert logging.getLogger("streamapp.worker").isEnabledFor(logging.INFO)
+
+
+def test_debug_shows_everything_even_after_info():
+    logging.config.dictConfig(logging_config("info", False, argv=["pytest"]))
+    logging.config.dictConfig(logging_config("debug", False, argv=["pytest"]))
+    for name in LIBRARIES:
+        assert logging.getLogger(name).getEffectiveLevel() == logging.DEBUG, name
+
+
+def test_dash_l_debug_on_the_worker_command_line_shows_everything():
+    worker = ["faust", "-A", "streamapp.app", "worker"]
+    for argv in (
+        [*worker, "-l", "debug"],
+        [*worker, "-ldebug"],
+        [*worker, "--loglevel", "DEBUG"],
+        [*worker, "--loglevel=debug"],
+    ):
+        config = logging_config("info", False, argv=argv)
+        assert config["root"]["level"] == "DEBUG", argv
+        assert config["loggers"]["faust"]["level"] == "NOTSET", argv
+    for argv in ([*worker, "-l", "info"], ["faust", "-A", "streamapp.app", "tail", "-l", "debug"]):
+        config = logging_config("info", False, argv=argv)
+        assert config["root"]["level"] == "INFO", argv
+        assert config["loggers"]["faust"]["level"] == "WARNING", argv

@@ -333,7 +333,8 @@ def _resource_text(doc: OutputDocument) -> str:
 
 
 def pretty_line(value: bytes | None, *, partition: int = 0, offset: int = 0) -> str:
-    """One compact line for a person: time, source, event, actor, resource, source IP."""
+    """One compact line for a person: time, source, event, actor, resource, [category],
+    source IP."""
     try:
         doc = decode_document(value or b"")
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -346,6 +347,7 @@ def pretty_line(value: bytes | None, *, partition: int = 0, offset: int = 0) -> 
             f"{doc.event_name:<28}",
             _actor_text(doc),
             _resource_text(doc),
+            f"[{doc.category or '-'}]",
             doc.src_ip or "-",
         ]
     )
