@@ -481,8 +481,8 @@ def on_poll_failure(
             now=now,
             message=(
                 f"source '{name}': {failures} polls in a row failed ({error_kind}{status})"
-                f" since {rfc3339(state.first_failure_at or now)}; retrying with backoff,"
-                " check PagerDuty's status and the network if it persists"
+                f" since {rfc3339(state.first_failure_at or now)}; retrying with backoff."
+                f" Last error: {scrubbed}"
             ),
             error_kind=error_kind,
             http_status=http_status,

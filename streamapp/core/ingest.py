@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 from streamapp.core.backfill import BackfillPlan, plan_backfill
 from streamapp.core.errors import StreamappError
 from streamapp.core.models import Checkpoint, Page, WindowDone, as_utc
-from streamapp.core.windows import Window, advance, plan_windows
+from streamapp.core.windows import EDGE, Window, advance, plan_windows
 
 log = logging.getLogger("streamapp.ingest")
 
@@ -101,7 +101,7 @@ async def walk_window(
             result.requests += page.request_count
             result.records += len(page.records)
             result.malformed += len(page.malformed)
-            newest = _newest(page)
+            newest = _newest(page, window.until)
             if newest is not None and (result.newest is None or newest > result.newest):
                 result.newest = newest
             pending.append(asyncio.ensure_future(sink.publish(source_name, page)))
@@ -116,8 +116,14 @@ async def walk_window(
     return result
 
 
-def _newest(page: Page) -> datetime | None:
-    return max((as_utc(r.execution_time) for r in page.records), default=None)
+def _newest(page: Page, until: datetime) -> datetime | None:
+    """The newest record time of a page, leaving out records dated after the window: an
+    answer that keeps carrying a record from the future would otherwise keep the source
+    looking fresh for ever (the record itself still goes on, flagged)."""
+    return max(
+        (t for r in page.records if (t := as_utc(r.execution_time)) <= until + EDGE),
+        default=None,
+    )
 
 
 async def _settle(pending: Sequence[asyncio.Future[Any]]) -> None:

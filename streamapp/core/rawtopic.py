@@ -92,7 +92,7 @@ def page_messages(
             continue
         reason = (
             f"the record is {len(record.raw):,} bytes, more than the {room:,} the raw topic"
-            " takes (the broker's message size limit)"
+            " takes (STREAMAPP_KAFKA_MAX_MESSAGE_BYTES, or the topic's max.message.bytes)"
         )
         messages.append(
             rejected_message(

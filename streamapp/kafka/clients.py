@@ -8,6 +8,7 @@ failure to reach the broker is one :class:`BrokerUnavailable` line naming the ad
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -140,6 +141,18 @@ class Cluster:
             await consumer.stop()
 
     # --- admin ----------------------------------------------------------------------------
+
+    async def reachable(self, within: float = 30.0) -> None:
+        """BrokerUnavailable (one line naming the address) unless a broker answers."""
+        try:
+            async with asyncio.timeout(within):
+                admin = await self._admin()
+                await admin.close()
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"cannot reach the Kafka broker at {','.join(self.bootstrap)} (KAFKA_BROKER):"
+                f" no answer within {within:g}s"
+            ) from None
 
     async def _admin(self) -> AIOKafkaAdminClient:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.options)

@@ -41,7 +41,20 @@ def _load() -> Settings:
 settings = _load()
 faust_compat.use_uvloop()
 
-app = faust.App(
+
+class App(faust.App):
+    """faust's App, checking first that a broker answers: faust's own producer would
+    otherwise fail with a traceback (a start-up error is one line and a non-zero exit)."""
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        try:
+            await runtime.cluster.reachable()
+        except StreamappError as exc:
+            faust_compat.fail_start(str(exc))
+
+
+app = App(
     settings.app_id,
     broker=settings.broker or "kafka://127.0.0.1:9092",
     store="memory://",

@@ -73,9 +73,13 @@ def credentials(security: KafkaSecurity) -> Any:
 
 
 def fail_start(message: str, status: int = 1) -> None:
-    """Say why the worker cannot start, in one line, and end the process with ``status``."""
-    log.critical("streamapp: cannot start: %s", message)
-    print(f"streamapp: cannot start: {message}", file=sys.stderr, flush=True)
+    """Say why the worker cannot start, in one line, and end the process with ``status``.
+
+    The line goes to the process's real standard error (faust redirects ``sys.stderr`` into
+    its log while a worker runs), once.
+    """
+    stream = sys.__stderr__ or sys.stderr
+    print(f"streamapp: cannot start: {message}", file=stream, flush=True)
     logging.shutdown()
     os._exit(status)
 
