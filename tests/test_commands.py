@@ -1,9 +1,7 @@
 """The operator commands: pure parts directly, the commands themselves as subprocesses
 against a real broker and the simulator over HTTP.
 
-Commands run as ``python -m faust -A streamapp.app <command>`` once ``streamapp.cli.commands``
-is listed in ``streamapp.worker.app.MODULES``; until then through a two-line launcher that imports
-the module first and then runs the very same faust CLI (``faust.cli.faust.cli``).
+Commands run as ``python -m faust -A streamapp.app <command>``, as a user runs them.
 """
 
 from __future__ import annotations
@@ -42,14 +40,9 @@ DAY = timedelta(days=1)
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 GOLDEN_INPUTS = sorted((REPO / "tests" / "golden" / "inputs").glob("*.json"))
 
-_LAUNCHER = 'import streamapp.cli.commands; from faust.cli.faust import cli; cli(prog_name="faust")'
-
 
 def faust_cli() -> list[str]:
-    listed = '"streamapp.cli.commands"' in (REPO / "streamapp" / "app.py").read_text()
-    if listed:
-        return [sys.executable, "-m", "faust"]
-    return [sys.executable, "-c", _LAUNCHER]
+    return [sys.executable, "-m", "faust"]
 
 
 def run(
@@ -198,7 +191,7 @@ def test_progress_is_one_line_per_window_on_a_pipe_and_a_redrawn_bar_on_a_tty():
 
 
 def test_pretty_line_shows_time_source_event_actor_resource_category_and_ip():
-    from streamapp.cli.commands import pretty_line
+    from streamapp.cli.tail import pretty_line
 
     value = (REPO / "tests" / "golden" / "service_create.json").read_bytes()
     assert pretty_line(value) == (

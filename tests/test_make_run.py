@@ -253,7 +253,7 @@ def test_broker_port_variable():
 
 
 def test_each_second_shows_the_newest_few_documents_and_counts_the_rest():
-    from streamapp.cli.commands import pretty_line
+    from streamapp.cli.tail import pretty_line
 
     values = [path.read_bytes() for path in sorted(GOLDEN.glob("*.json"))]
     lines = [pretty_line(value) for value in values]  # what `tail --format text` prints

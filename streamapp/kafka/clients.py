@@ -190,6 +190,23 @@ class Cluster:
         finally:
             await admin.close()
 
+    async def partitions(self, topic: str) -> list[int]:
+        """The partition numbers of ``topic``; empty when it does not exist."""
+        admin = await self._admin()
+        try:
+            # listing first: asking a broker that auto-creates about a missing topic creates it
+            if topic not in await admin.list_topics():
+                return []
+            described: Any = await admin.describe_topics([topic])
+        except KafkaError as exc:
+            raise self.problem(exc) from None
+        finally:
+            await admin.close()
+        for item in described or ():
+            if item.get("topic") == topic and not item.get("error_code"):
+                return sorted(p["partition"] for p in item.get("partitions", ()))
+        return []
+
     async def message_limits(self, topics: Sequence[str]) -> dict[str, int | None]:
         """Each topic's largest accepted message (``max.message.bytes``), as the broker
         reports it; None where it reports nothing (some brokers describe no configs)."""

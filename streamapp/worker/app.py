@@ -27,7 +27,7 @@ from streamapp.worker.runtime import Runtime
 log = logging.getLogger("streamapp.worker")
 
 #: the leaf modules that define views and commands
-MODULES = ["streamapp.worker.views", "streamapp.cli.commands"]
+MODULES = ["streamapp.worker.views", "streamapp.worker.commands"]
 
 
 def _load() -> Settings:
