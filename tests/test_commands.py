@@ -428,3 +428,25 @@ def test_verify_wraps_streamapp_verify(tmp_path: Path):
     assert good.stdout.startswith("sim: ")
     assert bad.returncode == 1
     assert TOKEN not in bad.stdout + bad.stderr
+
+
+def test_rules_test_prints_what_would_fire_and_refuses_bad_input(tmp_path: Path):
+    case = REPO / "tests" / "golden" / "detections" / "user_granted_admin_role"
+    env = {"KAFKA_BROKER": "kafka://127.0.0.1:1"}  # a file replay touches no broker
+    result = run(["rules", "test", str(case / "promoted_to_admin.json")], env)
+    assert result.returncode == 0, result.stderr
+    assert "user_granted_admin_role  T1098.003" in result.stdout
+    assert "1 record" in result.stdout.splitlines()[-1]
+    missing = run(["rules", "test", str(tmp_path / "nope.json")], env)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"streamapp rules: {tmp_path / 'nope.json'}: cannot read: No such file or directory"
+    ]
+    bad_rules = tmp_path / "rules.toml"
+    bad_rules.write_text("[[rules]]\nid = 3\n")
+    refused = run(
+        ["rules", "test", str(case / "promoted_to_admin.json")],
+        {**env, "STREAMAPP_RULES_FILE": str(bad_rules)},
+    )
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert str(bad_rules) in refused.stderr
