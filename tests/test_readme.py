@@ -46,3 +46,21 @@ def test_readme_names_every_topic():
 def test_readme_starts_with_the_two_commands():
     head = README[:1500]
     assert "make run" in head and "make test" in head
+
+
+def test_readme_rule_table_equals_the_built_in_pack():
+    from streamapp.core.detect import RULE_TABLE
+
+    expected = [(f"`{rule_id}`", *rest) for rule_id, *rest in RULE_TABLE]
+    assert table("rule-table") == expected
+
+
+def test_every_variable_the_contract_adds_this_round_is_accepted_and_documented():
+    text = (ROOT / "tests" / "reference" / "CONTRACT.md").read_text()
+    added = text.split("Added in this round")[1].split("##")[0]
+    variables = set(re.findall(r"`([A-Z][A-Z_]+)`", added))
+    accepted = {name for name, _, _ in SETTINGS_TABLE}
+    assert {"STREAMAPP_WEB_BIND", "STREAMAPP_ECS", "STREAMAPP_GEOIP_DB"} <= variables
+    assert variables <= accepted
+    for topic in ("pagerduty_audit_logs.ecs", "pagerduty_audit_findings"):
+        assert f"`{topic}`" in README
