@@ -680,10 +680,28 @@ async def test_429_asking_an_hours_pause_fails_fast_sends_nothing_and_alerts(
             scenario.rss("429 for an hour")
             after = [r for r in server.log() if r.at > limited.at]
             await scenario.sigterm("while the token is paused for an hour")
+            # a new worker (the next leader) keeps the pause: it sends nothing either
+            env = dict(scenario.worker.env)
+            scenario.worker = Worker(env, tmp_path / "worker-2.log").start()
+            await scenario.eventually(
+                _async(
+                    lambda: (
+                        "keeps a token paused" in scenario.worker.log()
+                        or "stays paused" in scenario.worker.log()
+                    )
+                ),
+                "the new leader to resume the pause",
+                timeout=60,
+            )
+            await asyncio.sleep(5)  # five poll intervals
+            after_restart = [r for r in server.log() if r.at > limited.at]
         finally:
             scenario.worker.stop()
     print(f"\n[429] source_degraded {alerted_after:.1f}s after the 429: {alert['message']}")
     scenario.check(not after, f"{len(after)} requests sent during the hour's pause")
+    scenario.check(
+        not after_restart, f"{len(after_restart)} requests after a restart, during the pause"
+    )
     scenario.check(alert["error_kind"] == "rate_limit_wait", f"error_kind {alert['error_kind']}")
     scenario.check(
         "ratelimit-reset" in alert["message"] and "3600" in alert["message"],

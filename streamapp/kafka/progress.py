@@ -2,7 +2,9 @@
 
 Like Kafka Connect's offsets topic, one compacted topic holds it all, written only after
 the broker acknowledged the records it covers: ``<source>`` → the poll checkpoint,
-``backfill|<source>|<since>|<until>`` → a backfill window done. (The checkpoint keys and
+``backfill|<source>|<since>|<until>`` → a backfill window done, ``pause|<token fingerprint>``
+→ the end of a pause PagerDuty asked for (a 429's ``ratelimit-reset``), so a restarted or
+new leader does not send a request before it. (The checkpoint keys and
 values are those the faust table this replaces wrote to the same topic, so an upgrade
 resumes where it stopped.) Encoding and decoding live here and nowhere else.
 """
@@ -23,6 +25,8 @@ _encode = msgspec.json.Encoder().encode
 _decode_checkpoint = msgspec.json.Decoder(Checkpoint).decode
 _decode_done = msgspec.json.Decoder(WindowDone).decode
 _BACKFILL = b"backfill|"
+#: ``pause|<token fingerprint>`` → epoch seconds before which no request may use the token
+_PAUSE = b"pause|"
 
 
 def backfill_key(done: WindowDone) -> bytes:
@@ -56,7 +60,7 @@ class ProgressTable:
 
     def checkpoints(self) -> Iterator[tuple[str, Checkpoint]]:
         for key, value in self.table.items():
-            if key.startswith(_BACKFILL):
+            if b"|" in key:  # backfill windows and pauses (source names have no "|")
                 continue
             checkpoint = decode_checkpoint(value)
             if checkpoint is not None:
@@ -78,3 +82,15 @@ class ProgressTable:
 
     async def mark_done(self, done: WindowDone) -> None:
         await self.table.put(backfill_key(done), _encode(done))
+
+    def pauses(self) -> Iterator[tuple[str, float]]:
+        """(token fingerprint, epoch seconds) of the pauses PagerDuty asked for (a 429)."""
+        for key, value in self.table.items():
+            if key.startswith(_PAUSE):
+                try:
+                    yield key[len(_PAUSE) :].decode(), float(value)
+                except (UnicodeDecodeError, ValueError):
+                    continue
+
+    async def save_pause(self, fingerprint: str, until: float) -> None:
+        await self.table.put(_PAUSE + fingerprint.encode(), f"{until:.3f}".encode())

@@ -103,8 +103,12 @@ class PagerDutyClient:
         max_response_bytes: int = 16 * 1024 * 1024,
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_wait: float | None = None,
+        on_pause: Callable[[str, float], None] | None = None,
     ) -> None:
         self._base_url = check_api_url(base_url)
+        #: told (token fingerprint, epoch seconds) when PagerDuty asks the token to pause, so
+        #: the pause can outlive this process
+        self._on_pause = on_pause
         #: told of every attempt's outcome: the HTTP status, or the transport error's kind
         self._on_answer = on_answer
         host = urlsplit(self._base_url).hostname or self._base_url
@@ -230,6 +234,8 @@ class PagerDutyClient:
                 delay = retry.delay_for(attempt, failure)
                 if from_api:  # every user of this token waits, not only this request
                     self._gate.block_until(self._clock() + delay)
+                    if self._on_pause is not None and failure.reset_after is not None:
+                        self._on_pause(self._auth.fingerprint, time.time() + delay)
             client_error = isinstance(failure, ApiError) and 400 <= failure.status < 500
             if not failure.retryable or attempt >= retry.max_attempts or (probe and client_error):
                 raise failure

@@ -4,6 +4,7 @@ rate limit and pauses) and the bounds from the settings."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,11 +57,13 @@ class ClientFactory:
         bounds: Bounds = Bounds(),
         gates: Gates | None = None,
         on_answer: Callable[[str, str], None] | None = None,
+        on_pause: Callable[[str, float], None] | None = None,
     ) -> None:
         self.http = http
         self.bounds = bounds
         self.gates = gates or Gates()
         self._on_answer = on_answer
+        self._on_pause = on_pause
 
     @classmethod
     def from_settings(
@@ -69,13 +72,21 @@ class ClientFactory:
         http: httpx.AsyncClient,
         *,
         on_answer: Callable[[str, str], None] | None = None,
+        on_pause: Callable[[str, float], None] | None = None,
     ) -> ClientFactory:
         return cls(
             http,
             bounds=Bounds.from_settings(settings),
             gates=Gates(in_flight=settings.backfill_concurrency),
             on_answer=on_answer,
+            on_pause=on_pause,
         )
+
+    def pause(self, fingerprint: str, seconds: float) -> None:
+        """Hold the token's gate for ``seconds`` (a pause a previous process was asked for)."""
+        if seconds > 0:
+            gate = self.gates.for_token(fingerprint)
+            gate.block_until(time.monotonic() + seconds)
 
     def client(
         self,
@@ -101,4 +112,5 @@ class ClientFactory:
             max_response_bytes=bounds.max_response_bytes,
             max_depth=bounds.max_depth,
             max_wait=max_wait,
+            on_pause=self._on_pause,
         )

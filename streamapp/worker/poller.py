@@ -77,6 +77,7 @@ class Poller:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.factory = factory
         self.sink = sink
         self.progress = progress
         self.health = health
@@ -132,12 +133,21 @@ class Poller:
                 log.warning("progress topic not read to its end yet; polling waits")
                 return
             self.caught_up = True
+            self.resume_pauses()
             self.spread(self._clock())
             log.info("this worker leads: it polls %d source(s)", len(self.polls))
         now = self._clock()
         for poll in self.polls.values():
             if not poll.running and now >= poll.next_due:
                 poll.task = asyncio.ensure_future(self.poll(poll))
+
+    def resume_pauses(self) -> None:
+        """Pauses PagerDuty asked an earlier leader for still hold: no request before their end."""
+        for fingerprint, until in self.progress.pauses():
+            left = until - time.time()
+            if left > 0:
+                self.factory.pause(fingerprint, left)
+                log.info("a token stays paused for %.0f s more (PagerDuty's ratelimit-reset)", left)
 
     async def cancel_all(self) -> None:
         tasks = [p.task for p in self.polls.values() if p.task is not None and p.running]

@@ -158,7 +158,7 @@ class Runtime:
         self.ready = ready
         self._http = http_client(settings.http_timeout)
         self.factory = ClientFactory.from_settings(
-            settings, self._http, on_answer=self.metrics.answer
+            settings, self._http, on_answer=self.metrics.answer, on_pause=self._paused
         )
         self.watchdog = Watchdog(
             settings,
@@ -274,6 +274,17 @@ class Runtime:
         self.started = False
 
     # --- what the parts report ------------------------------------------------------------
+
+    def _paused(self, fingerprint: str, until: float) -> None:
+        """A 429 asked a token to pause: keep it in the progress topic, for the next leader."""
+
+        async def save() -> None:
+            try:
+                await self.progress.save_pause(fingerprint, until)
+            except Exception as exc:  # the pause still holds in this process
+                log.warning("could not store a rate-limit pause: %s", exc)
+
+        self._spawn(save(), "pause")
 
     def _published(self, source: str, records: int, rejected: int) -> None:
         self.metrics.published(source, records, rejected)
