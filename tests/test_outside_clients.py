@@ -6,10 +6,11 @@ routing rule, a few hundred records spread over the partitions and one malformed
 (so the dead-letter topic has something). The worker is stopped once every output is on
 the broker; the clients then read what it left there.
 
-On the embedded Tansu broker every connection goes through ``ApiVersionsFix``, a loopback
-proxy that passes everything through but empties the tagged fields of ApiVersions (v3+)
-answers. Tansu 0.6.0 sends all four, ``FinalizedFeaturesEpoch = -1`` included (Apache Kafka
-leaves out a tagged field that holds its default), and librdkafka before 2.2.0 skips each
+On the embedded Tansu broker every connection goes through the loopback proxy ``make run``
+uses (``streamapp.devtools.broker.ApiVersionsProxy``): it passes everything through but
+empties the tagged fields of ApiVersions (v3+) answers. Tansu 0.6.0 sends all four,
+``FinalizedFeaturesEpoch = -1`` included (Apache Kafka leaves out a tagged field that holds
+its default), and librdkafka before 2.2.0 skips each
 tagged field one byte short (confluentinc/librdkafka#4278). Debian 12's kcat 1.7.1 links
 librdkafka 2.0.2: it then reads the epoch's ``ff`` bytes as a length and drops every
 connection ("ApiVersionRequest failed: Local: Read underflow"). A broker/client mismatch,
@@ -20,12 +21,9 @@ connect directly.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
-import struct
 import subprocess
-import threading
 import time
 import uuid
 from collections import Counter
@@ -36,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from streamapp.devtools.broker import EmbeddedBroker, free_port
+from streamapp.devtools.broker import EmbeddedBroker
 from streamapp.devtools.simulator import SimulatorThread, generate_records
 from tests.kafka_harness import Kafka, Worker, read_topic
 
@@ -68,108 +66,16 @@ def malformed_record(template: dict) -> dict:
     return bad
 
 
-class ApiVersionsFix:
-    """A loopback proxy in front of a broker that answers ApiVersions without tagged fields
-    (they carry only feature flags, which these clients do not use); all else byte for
-    byte."""
-
-    def __init__(self, listen_port: int, target_port: int) -> None:
-        self.listen_port = listen_port
-        self.target_port = target_port
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
-
-    def start(self) -> ApiVersionsFix:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        async def close() -> None:
-            if self._server is not None:
-                self._server.close()
-
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port)
-
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter):
-        try:
-            broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            client_w.close()
-            return
-        asked: dict[int, tuple[int, int]] = {}  # correlation id → (api key, version)
-
-        async def frames(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool):
-            try:
-                while True:
-                    size = await src.readexactly(4)
-                    frame = await src.readexactly(struct.unpack(">i", size)[0])
-                    if up:
-                        key, version, correlation = struct.unpack(">hhi", frame[:8])
-                        asked[correlation] = (key, version)
-                    else:
-                        key, version = asked.pop(struct.unpack(">i", frame[:4])[0], (-1, -1))
-                        if key == 18 and version >= 3:
-                            frame = self._without_tags(frame)
-                    dst.write(struct.pack(">i", len(frame)) + frame)
-                    await dst.drain()
-            except (asyncio.IncompleteReadError, ConnectionError, OSError):
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    dst.close()
-
-        await asyncio.gather(frames(client_r, broker_w, True), frames(broker_r, client_w, False))
-
-    def _without_tags(self, frame: bytes) -> bytes:
-        """ApiVersions v3 answer: correlation id, error code, compact array of (key, min, max,
-        tags), throttle time, tags. The same answer with an empty last tag section."""
-
-        def uvarint(at: int) -> tuple[int, int]:
-            value = shift = 0
-            while True:
-                byte = frame[at]
-                at += 1
-                value |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    return value, at
-
-        try:
-            if struct.unpack(">h", frame[4:6])[0] != 0:
-                return frame  # an error answer: pass it on
-            count, at = uvarint(6)
-            for _ in range(count - 1):
-                tags, at = uvarint(at + 6)
-                for _ in range(tags):
-                    _tag, at = uvarint(at)
-                    size, at = uvarint(at)
-                    at += size
-            at += 4  # throttle_time_ms
-            if at > len(frame):
-                return frame
-        except IndexError:
-            return frame
-        return frame[:at] + b"\x00"
-
-
 @pytest.fixture(scope="module")
 def live(
     _shared_broker_url: str | None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp("outside-clients")
-    broker = proxy = None
+    broker = None
     if _shared_broker_url is None:
-        proxy_port = free_port()
-        broker = EmbeddedBroker(log_path=tmp / "tansu.log", advertised_port=proxy_port).start()
-        proxy = ApiVersionsFix(proxy_port, broker.port).start()
-        kafka = Kafka(url=f"kafka://127.0.0.1:{proxy_port}", kind="embedded")
+        # Tansu behind make run's compatibility proxy (kcat's librdkafka 2.0.2 needs it)
+        broker = EmbeddedBroker(log_path=tmp / "tansu.log", kcat_proxy=True).start()
+        kafka = Kafka(url=broker.url, kind="embedded")
     else:
         kafka = Kafka(url=_shared_broker_url, kind="shared")
     output = kafka.topic("pagerduty_audit_logs")
@@ -220,8 +126,6 @@ def live(
         assert len({p for p, _ in positions}) == PARTITIONS, "the records did not spread"
         yield Live(kafka=kafka, output=output, values=values, positions=positions)
     finally:
-        if proxy is not None:
-            proxy.stop()
         if broker is not None:
             broker.stop()
 

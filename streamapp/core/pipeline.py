@@ -230,6 +230,30 @@ class Processor:
         original: bytes | None = None,
         omitted: Rejected | None = None,
     ) -> None:
+        letter = self._letter_message(
+            message, reason, stage, source_name, now, record_id, original, omitted
+        )
+        result.add(letter, index)
+        key = (source_name or "-", stage)
+        result.dead[key] = result.dead.get(key, 0) + 1
+
+    def dead_letter_for(
+        self, message: Incoming, reason: str, *, source_name: str | None = None
+    ) -> Outgoing:
+        """A bounded dead letter for a raw message whose outputs the broker refused."""
+        return self._letter_message(message, reason, "publish", source_name, self.clock(), None)
+
+    def _letter_message(
+        self,
+        message: Incoming,
+        reason: str,
+        stage: str,
+        source_name: str | None,
+        now: datetime,
+        record_id: str | None,
+        original: bytes | None = None,
+        omitted: Rejected | None = None,
+    ) -> Outgoing:
         letter = dead_letter(
             message.value or b"" if original is None else original,
             reason=reason,
@@ -242,26 +266,6 @@ class Processor:
             record_id=record_id,
             room=self.room(self.dlq_topic),
             omitted=omitted,
-        )
-        headers: Headers = [("reason", one_line(letter.reason, 200).encode())]
-        result.add(Outgoing(self.dlq_topic, message.key, _encode(letter), headers), index)
-        key = (source_name or "-", stage)
-        result.dead[key] = result.dead.get(key, 0) + 1
-
-    def dead_letter_for(
-        self, message: Incoming, reason: str, *, source_name: str | None = None
-    ) -> Outgoing:
-        """A bounded dead letter for a raw message whose outputs the broker refused."""
-        letter = dead_letter(
-            message.value or b"",
-            reason=reason,
-            stage="publish",
-            source_name=source_name,
-            at=self.clock(),
-            topic=self.raw_topic,
-            partition=message.partition,
-            offset=message.offset,
-            room=self.room(self.dlq_topic),
         )
         headers: Headers = [("reason", one_line(letter.reason, 200).encode())]
         return Outgoing(self.dlq_topic, message.key, _encode(letter), headers)
