@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import example as also_try
 from hypothesis import strategies as st
 
 from streamapp.core.detect import (
@@ -416,6 +417,8 @@ def test_replay_refuses_bad_input_with_one_line_naming_file_and_place(
         ).map(lambda value: json.dumps(value).encode()),
     )
 )
+@also_try(b'"\x80"')  # a JSON string holding a byte that is not UTF-8
+@also_try(b'[{"id": "\xff"}]')
 def test_replay_of_any_bytes_gives_findings_or_one_error_line(data: bytes) -> None:
     try:
         replay(data, origin="any.json")

@@ -3,13 +3,16 @@
 A worker polls the simulator for two sources (one healthy, one with a revoked token) and
 serves its page; the browser checks what it renders, clicks "Verify settings" and "Send
 test notification", and a cross-site POST is refused. The screenshot in the README comes
-from this test (docs/status-page.png). Skips, saying why, when chromium is not installed.
+from this test: STREAMAPP_UPDATE_SCREENSHOT=1 writes it to docs/status-page.png (otherwise
+it goes to the test's temporary directory, so a test run leaves the clone clean). Skips,
+saying why, when chromium is not installed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -133,8 +136,12 @@ async def test_the_page_of_a_running_worker_shows_health_and_its_buttons_work(
                 lambda: any(b.get("kind") == "test_notification" for b in hook.bodies("/ok/soc")),
                 "the test notification at the webhook",
             )
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            assert browser.save_screenshot(str(SCREENSHOT))
+            shot = (
+                SCREENSHOT
+                if os.environ.get("STREAMAPP_UPDATE_SCREENSHOT")
+                else tmp_path / "page.png"
+            )
+            assert browser.save_screenshot(str(shot))
 
             # a POST without the page's token (what a cross-site form could send) is refused
             request = urllib.request.Request(

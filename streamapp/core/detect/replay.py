@@ -46,8 +46,13 @@ class _Page(msgspec.Struct, frozen=True):
 
 _PAGE: Final = msgspec.json.Decoder(_Page)
 _SHOWN_IDS: Final = 5
-#: what msgspec raises on input it cannot read (deep nesting included)
-_UNREADABLE: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+#: what msgspec raises on input it cannot read (deep nesting and bad UTF-8 included)
+_UNREADABLE: Final = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    RecursionError,
+    UnicodeDecodeError,
+)
 
 
 class ReplayInputError(StreamappError):
@@ -172,6 +177,8 @@ def _document(item: bytes, where: str, source_name: str, ingested_at: datetime) 
 def _why(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "JSON nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 at byte {exc.start}"
     return " ".join(str(exc).split())
 
 
