@@ -178,7 +178,7 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "JSON nested too deeply"
     if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 at byte {exc.start}"
+        return "text that is not UTF-8"
     return " ".join(str(exc).split())
 
 
