@@ -222,135 +222,176 @@ class Follower:
 # =========================================================================== make run
 
 
-def main() -> int:
-    env = dict(os.environ)
-    broker_request = env.pop(BROKER_PORT_VARIABLE, None)
-    children: list[subprocess.Popen[bytes]] = []
-    broker: EmbeddedBroker | None = None
-    follower: Follower | None = None
-    demo = (
-        not env.get("PAGERDUTY_API_TOKEN")
-        and not env.get("PAGERDUTY_API_TOKEN_FILE")
-        and not env.get("STREAMAPP_SOURCES_FILE")
+def simulator_command(port: int) -> list[str]:
+    """The demo's PagerDuty: three days of records, five new ones a minute."""
+    return [
+        sys.executable,
+        "-m",
+        "streamapp.devtools.simulator",
+        "--port",
+        str(port),
+        "--records",
+        "2000",
+        "--days",
+        "3",
+        "--token",
+        DEMO_TOKEN,
+        "--trickle",
+        "5",
+    ]
+
+
+def is_demo(env: dict[str, str]) -> bool:
+    """No token and no sources file: the run is a demo against the built-in simulator."""
+    return not any(
+        env.get(name)
+        for name in ("PAGERDUTY_API_TOKEN", "PAGERDUTY_API_TOKEN_FILE", "STREAMAPP_SOURCES_FILE")
     )
-    stopping = False
 
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        if not stopping:
+
+class Stopped(Exception):
+    """Ctrl-C or a broker that could not start: end the run with this status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class Launch:
+    """One ``make run``: what it started (stopped newest first) and whether to stop."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self.env = dict(environ)
+        self.broker_request = self.env.pop(BROKER_PORT_VARIABLE, None)
+        self.demo = is_demo(self.env)
+        self.sim_port = free_port()
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.broker: EmbeddedBroker | None = None
+        self.follower: Follower | None = None
+        self.stopping = False
+        if self.demo:
+            self.env.update(
+                PAGERDUTY_API_TOKEN=DEMO_TOKEN,
+                PAGERDUTY_API_URL=f"http://127.0.0.1:{self.sim_port}",
+                PAGERDUTY_SOURCE_NAME=self.env.get("PAGERDUTY_SOURCE_NAME", "demo"),
+                PAGERDUTY_LOOKBACK=self.env.get("PAGERDUTY_LOOKBACK", "3d"),
+                PAGERDUTY_POLL_INTERVAL=self.env.get("PAGERDUTY_POLL_INTERVAL", "10"),
+            )
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        if not self.stopping:
             _say("stopping…")
-        stopping = True
+        self.stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    sim_port = free_port()
-    if demo:
-        env.update(
-            PAGERDUTY_API_TOKEN=DEMO_TOKEN,
-            PAGERDUTY_API_URL=f"http://127.0.0.1:{sim_port}",
-            PAGERDUTY_SOURCE_NAME=env.get("PAGERDUTY_SOURCE_NAME", "demo"),
-            PAGERDUTY_LOOKBACK=env.get("PAGERDUTY_LOOKBACK", "3d"),
-            PAGERDUTY_POLL_INTERVAL=env.get("PAGERDUTY_POLL_INTERVAL", "10"),
+    def settings(self) -> Settings:
+        """The settings the worker will read; a bad one raises :class:`ConfigError` before
+        anything starts (the worker would say the same)."""
+        settings = load_settings(self.env, require_sources=False)
+        broker_port_request(self.broker_request)
+        return settings
+
+    def start_pagerduty(self, data: Path) -> None:
+        if not self.demo:
+            url = self.env.get("PAGERDUTY_API_URL", "https://api.pagerduty.com")
+            _say(f"running against PagerDuty at {url}")
+            return
+        _say(
+            "DEMO MODE: no PAGERDUTY_API_TOKEN or STREAMAPP_SOURCES_FILE set, so this runs "
+            f"against the built-in PagerDuty simulator at http://127.0.0.1:{self.sim_port}"
         )
-    try:
-        # a bad setting: one line before anything starts (the worker would say the same)
-        settings = load_settings(env, require_sources=False)
-        broker_port_request(broker_request)
-    except ConfigError as exc:
-        print(f"streamapp: configuration error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    data = Path(settings.data_dir)
-    try:
-        data.mkdir(parents=True, exist_ok=True)
-        if demo:
-            _say(
-                "DEMO MODE: no PAGERDUTY_API_TOKEN or STREAMAPP_SOURCES_FILE set, so this runs "
-                f"against the built-in PagerDuty simulator at http://127.0.0.1:{sim_port}"
-            )
-            with open(data / "simulator.log", "ab") as sim_log:
-                children.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "streamapp.devtools.simulator",
-                            "--port",
-                            str(sim_port),
-                            "--records",
-                            "2000",
-                            "--days",
-                            "3",
-                            "--token",
-                            DEMO_TOKEN,
-                            "--trickle",
-                            "5",
-                        ],
-                        stdout=sim_log,
-                        start_new_session=True,
-                    )
+        with open(data / "simulator.log", "ab") as sim_log:
+            self.children.append(
+                subprocess.Popen(
+                    simulator_command(self.sim_port), stdout=sim_log, start_new_session=True
                 )
-            wait_for_port("127.0.0.1", sim_port, timeout=30)
-        else:
-            _say(
-                "running against PagerDuty at "
-                + env.get("PAGERDUTY_API_URL", "https://api.pagerduty.com")
             )
+        wait_for_port("127.0.0.1", self.sim_port, timeout=30)
+
+    def start_broker(self, settings: Settings, data: Path) -> tuple[str, str]:
+        """(bootstrap host:port, broker URL): ``KAFKA_BROKER``'s, or the embedded one's."""
         if settings.broker:
             bootstrap = ",".join(p.split("://", 1)[-1] for p in settings.broker.split(","))
-            broker_url = settings.broker
             _say(f"using the Kafka broker at {bootstrap} (KAFKA_BROKER)")
+            return bootstrap, settings.broker
+        try:
+            broker, elsewhere = start_embedded_broker(data / "tansu.log", self.broker_request)
+        except BrokerPortInUse as exc:
+            print(f"streamapp: {exc}", file=sys.stderr, flush=True)
+            raise Stopped(1) from None
+        self.broker = broker
+        self.env["KAFKA_BROKER"] = broker.url
+        self.env.setdefault("STREAMAPP_SESSION_TIMEOUT", "6")
+        # Tansu reports stale end offsets; faust's recovery check would stop the worker
+        self.env.setdefault("STREAMAPP_RECOVERY_CONSISTENCY_CHECK", "false")
+        what = "the embedded Kafka-protocol broker (Tansu, memory only)"
+        if elsewhere:
+            _say(f"{elsewhere}, so {what} is at {broker.url}")
         else:
-            try:
-                broker, elsewhere = start_embedded_broker(data / "tansu.log", broker_request)
-            except BrokerPortInUse as exc:
-                print(f"streamapp: {exc}", file=sys.stderr, flush=True)
-                return 1
-            bootstrap, broker_url = broker.bootstrap, broker.url
-            env["KAFKA_BROKER"] = broker.url
-            env.setdefault("STREAMAPP_SESSION_TIMEOUT", "6")
-            # Tansu reports stale end offsets; faust's recovery check would stop the worker
-            env.setdefault("STREAMAPP_RECOVERY_CONSISTENCY_CHECK", "false")
-            what = "the embedded Kafka-protocol broker (Tansu, memory only)"
-            if elsewhere:
-                _say(f"{elsewhere}, so {what} is at {broker.url}")
-            else:
-                _say(f"started {what} at {broker.url}")
-        if stopping:  # Ctrl-C while starting
-            return 130
-        _say(where_line(bootstrap, settings, broker_url))
+            _say(f"started {what} at {broker.url}")
+        return broker.bootstrap, broker.url
+
+    def run_worker(self, settings: Settings) -> int:
+        """The worker (and the follower beside it) until it ends or Ctrl-C: its status."""
         worker = subprocess.Popen(
-            [sys.executable, "-m", *WORKER_COMMAND],
-            env=env,
-            start_new_session=True,
+            [sys.executable, "-m", *WORKER_COMMAND], env=self.env, start_new_session=True
         )
-        children.append(worker)
+        self.children.append(worker)
         if not settings.log_json:  # JSON logs are for machines: no rendered documents among them
-            follower = Follower(
-                env,
+            self.follower = Follower(
+                self.env,
                 status_url(settings) + "ready",
                 # a new embedded broker holds only what this run wrote
-                from_beginning=broker is not None,
+                from_beginning=self.broker is not None,
             ).start()
-        while not stopping and worker.poll() is None:
+        while not self.stopping and worker.poll() is None:
             time.sleep(0.2)
-        if worker.returncode and not stopping:
+        if worker.returncode and not self.stopping:
             _say(f"the worker stopped (status {worker.returncode})")
         return worker.returncode or 0
-    finally:
-        if follower is not None:
-            follower.stop()
-        for child in reversed(children):
+
+    def run(self) -> int:
+        try:
+            settings = self.settings()
+        except ConfigError as exc:
+            print(f"streamapp: configuration error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        data = Path(settings.data_dir)
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+            self.start_pagerduty(data)
+            bootstrap, broker_url = self.start_broker(settings, data)
+            if self.stopping:  # Ctrl-C while starting
+                return 130
+            _say(where_line(bootstrap, settings, broker_url))
+            return self.run_worker(settings)
+        except Stopped as stopped:
+            return stopped.status
+        finally:
+            self.stop_all()
+
+    def stop_all(self) -> None:
+        """Every process it started, newest first: SIGTERM, then SIGKILL after 20 s."""
+        if self.follower is not None:
+            self.follower.stop()
+        for child in reversed(self.children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in reversed(children):
+        for child in reversed(self.children):
             try:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-        if broker is not None:
-            broker.stop()
+        if self.broker is not None:
+            self.broker.stop()
         _say("stopped everything it started")
+
+
+def main() -> int:
+    launch = Launch(dict(os.environ))
+    signal.signal(signal.SIGINT, launch.on_signal)
+    signal.signal(signal.SIGTERM, launch.on_signal)
+    return launch.run()
 
 
 if __name__ == "__main__":
