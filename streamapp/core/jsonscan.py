@@ -87,100 +87,127 @@ def split_page(body: bytes, *, max_depth: int = 64) -> SplitPage:
     Iterative: any depth is fine. Raises NotAPage when the top level is not an object with a
     ``records`` array or the brackets do not balance. Other top-level keys are ignored.
     """
-    tokens = _TOKEN.finditer(body)
-    depth = 0
-    records: list[bytes] = []
-    ids: list[str | None] = []
-    found_records = False
-    cursor: str | None = None
-    page_limit: int | None = None
-    key: bytes | None = None  # the top-level key whose value is being read
-    expect_key = False
-    value_start = 0
-    element_start = -1
-    element_id: str | None = None
-    record_key: bytes | None = None  # the key just read at the top of the current record
-    expect_record_key = False
-    awaiting_id = False
-    for match in tokens:
-        token = match.group()
-        first = token[:1]
-        if depth == 0:
-            if token != b"{":
-                raise NotAPage("the body is not a JSON object")
-            depth = 1
-            expect_key = True
-            continue
-        if first == b'"':
-            if depth == 1 and expect_key:
-                key = token
-                expect_key = False
-            elif depth == 3 and expect_record_key:
-                record_key, expect_record_key = token, False
-            elif depth == 3 and awaiting_id:
-                try:
-                    element_id = _decode_string(token)
-                except msgspec.DecodeError:
-                    element_id = None
-                awaiting_id = False
-            continue
-        if token == b":":
-            if depth == 1:
-                value_start = match.end()
-            elif depth == 3 and record_key is not None:
-                awaiting_id = record_key == b'"id"'
-                record_key = None
-            continue
-        if token == b",":
-            if depth == 1:
-                _top_value(key, body[value_start : match.start()], max_depth)
-                if key == b'"next_cursor"':
-                    cursor = _cursor(body[value_start : match.start()])
-                elif key == b'"limit"':
-                    page_limit = _limit(body[value_start : match.start()])
-                key = None
-                expect_key = True
-            elif depth == 2 and key == b'"records"':
-                records.append(body[element_start : match.start()].strip())
-                ids.append(element_id)
-                element_start, element_id = match.end(), None
-            elif depth == 3 and element_start >= 0:
-                record_key, awaiting_id, expect_record_key = None, False, True
-            continue
-        if token in (b"[", b"{"):
-            if depth == 1 and key == b'"records"':
-                if token != b"[":
-                    raise NotAPage("`records` is not an array")
-                found_records = True
-                element_start, element_id = match.end(), None
-            elif depth == 2 and key == b'"records"':  # a record begins
-                record_key, awaiting_id, expect_record_key = None, False, token == b"{"
-            elif depth == 3:
-                awaiting_id = False
-            depth += 1
-            continue
-        # a closing bracket or brace
-        depth -= 1
-        if depth == 0:
-            _top_value(key, body[value_start : match.start()], max_depth)
-            if key == b'"next_cursor"':
-                cursor = _cursor(body[value_start : match.start()])
-            elif key == b'"limit"':
-                page_limit = _limit(body[value_start : match.start()])
-            if body[match.end() :].strip():
-                raise NotAPage("text after the top-level object")
-            if not found_records:
-                raise NotAPage("no `records` array")
-            return SplitPage(records=records, next_cursor=cursor, limit=page_limit, ids=ids)
-        if depth == 1 and key == b'"records"':
-            last = body[element_start : match.start()].strip()
+    return _PageScanner(body, max_depth).scan()
+
+
+class _PageScanner:
+    """The state of one :func:`split_page`: a walk over the body's tokens that cuts records
+    out at depth 2 and notes each record's top-level ``id`` at depth 3."""
+
+    def __init__(self, body: bytes, max_depth: int) -> None:
+        self.body = body
+        self.max_depth = max_depth
+        self.depth = 0
+        self.records: list[bytes] = []
+        self.ids: list[str | None] = []
+        self.found_records = False
+        self.cursor: str | None = None
+        self.limit: int | None = None
+        self.key: bytes | None = None  # the top-level key whose value is being read
+        self.expect_key = False
+        self.value_start = 0
+        self.element_start = -1
+        self.element_id: str | None = None
+        self.record_key: bytes | None = None  # the key just read at the top of a record
+        self.expect_record_key = False
+        self.awaiting_id = False
+
+    def scan(self) -> SplitPage:
+        for match in _TOKEN.finditer(self.body):
+            token = match.group()
+            if self.depth == 0:
+                if token != b"{":
+                    raise NotAPage("the body is not a JSON object")
+                self.depth, self.expect_key = 1, True
+            elif token[:1] == b'"':
+                self._string(token)
+            elif token == b":":
+                self._colon(match.end())
+            elif token == b",":
+                self._comma(match.start(), match.end())
+            elif token in (b"[", b"{"):
+                self._open(token, match.end())
+            else:
+                self.depth -= 1
+                if self.depth == 0:
+                    return self._finish(match.start(), match.end())
+                self._close(match.start())
+        raise NotAPage("the body ends before its top-level object does")
+
+    def _string(self, token: bytes) -> None:
+        if self.depth == 1 and self.expect_key:
+            self.key, self.expect_key = token, False
+        elif self.depth == 3 and self.expect_record_key:
+            self.record_key, self.expect_record_key = token, False
+        elif self.depth == 3 and self.awaiting_id:
+            try:
+                self.element_id = _decode_string(token)
+            except msgspec.DecodeError:
+                self.element_id = None
+            self.awaiting_id = False
+
+    def _colon(self, end: int) -> None:
+        if self.depth == 1:
+            self.value_start = end
+        elif self.depth == 3 and self.record_key is not None:
+            self.awaiting_id = self.record_key == b'"id"'
+            self.record_key = None
+
+    def _comma(self, start: int, end: int) -> None:
+        if self.depth == 1:
+            self._top_level_value(start)
+            self.key, self.expect_key = None, True
+        elif self.depth == 2 and self.key == b'"records"':
+            self.records.append(self.body[self.element_start : start].strip())
+            self.ids.append(self.element_id)
+            self.element_start, self.element_id = end, None
+        elif self.depth == 3 and self.element_start >= 0:
+            self.record_key, self.awaiting_id, self.expect_record_key = None, False, True
+
+    def _open(self, token: bytes, end: int) -> None:
+        if self.depth == 1 and self.key == b'"records"':
+            if token != b"[":
+                raise NotAPage("`records` is not an array")
+            self.found_records = True
+            self.element_start, self.element_id = end, None
+        elif self.depth == 2 and self.key == b'"records"':  # a record begins
+            self.record_key, self.awaiting_id = None, False
+            self.expect_record_key = token == b"{"
+        elif self.depth == 3:
+            self.awaiting_id = False
+        self.depth += 1
+
+    def _close(self, start: int) -> None:
+        """A closing bracket or brace below the top level (depth already lowered)."""
+        if self.depth == 1 and self.key == b'"records"':
+            last = self.body[self.element_start : start].strip()
             if last:
-                records.append(last)
-                ids.append(element_id)
-            elif records:
+                self.records.append(last)
+                self.ids.append(self.element_id)
+            elif self.records:
                 raise NotAPage("a trailing comma in `records`")
-            element_start = -1
-    raise NotAPage("the body ends before its top-level object does")
+            self.element_start = -1
+
+    def _finish(self, start: int, end: int) -> SplitPage:
+        """The top-level object closed at ``start``."""
+        self._top_level_value(start)
+        if self.body[end:].strip():
+            raise NotAPage("text after the top-level object")
+        if not self.found_records:
+            raise NotAPage("no `records` array")
+        return SplitPage(
+            records=self.records, next_cursor=self.cursor, limit=self.limit, ids=self.ids
+        )
+
+    def _top_level_value(self, end: int) -> None:
+        """The value of the top-level key just read ends at ``end``: keep the cursor and
+        limit."""
+        value = self.body[self.value_start : end]
+        _top_value(self.key, value, self.max_depth)
+        if self.key == b'"next_cursor"':
+            self.cursor = _cursor(value)
+        elif self.key == b'"limit"':
+            self.limit = _limit(value)
 
 
 def _top_value(key: bytes | None, value: bytes, max_depth: int) -> None:

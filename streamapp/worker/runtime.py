@@ -91,34 +91,8 @@ class Runtime:
         self.publisher = Publisher(self.cluster, max_request_size=settings.kafka_max_message_bytes)
         self.progress = ProgressTable(StateTopic(self.names.progress, publisher=self.publisher))
         self.health = StateTopic(self.names.health, publisher=self.publisher)
-        topics = settings.topics
-        self.detections = (
-            DetectionFanout(
-                Detector(settings.rules),
-                findings_topic=topics.findings,
-                keyed_topic=self.names.detect,
-                notifications_topic=topics.notifications,
-                dlq_topic=topics.dlq,
-                notify={s.name: s.notify_findings for s in settings.sources},
-            )
-            if settings.detections
-            else None
-        )
-        renderings = []
-        if settings.ocsf:
-            renderings.append(ocsf_rendering(topics.ocsf))
-        if settings.ecs:
-            renderings.append(ecs_rendering(topics.ecs))
-        self.processor = Processor(
-            raw_topic=topics.raw,
-            output_topic=topics.output,
-            dlq_topic=topics.dlq,
-            router=settings.router,
-            renderings=renderings,
-            fanout=self.detections.for_document if self.detections else None,
-            geo=settings.geo.lookup if settings.geo else None,
-            room=self.publisher.room,
-        )
+        self.detections = self._detections(settings)
+        self.processor = self._processor(settings)
         self.raw = RawWork(
             self.processor,
             SeenStore(
@@ -131,27 +105,11 @@ class Runtime:
         )
         self.pipeline = ConsumerLoop(
             lambda: self._group_consumer(f"{settings.app_id}-pipeline"),
-            topic=topics.raw,
+            topic=settings.topics.raw,
             publisher=self.publisher,
             work=self.raw,
         )
-        self.detect: ConsumerLoop[StepPlan] | None = None
-        if self.detections is not None:
-            self.detect = ConsumerLoop(
-                lambda: self._group_consumer(f"{settings.app_id}-detect"),
-                topic=self.names.detect,
-                publisher=self.publisher,
-                work=DetectWork(
-                    self.detections,
-                    PartitionedStore(
-                        self.names.detect_state,
-                        publisher=self.publisher,
-                        store=settings.store,
-                        data_dir=settings.data_dir,
-                    ),
-                    on_findings=self._found,
-                ),
-            )
+        self.detect = self._detect_loop(settings, self.detections)
         #: every loop of this worker, for health: stalled when any is
         self.loops = Loops([self.pipeline.state] + ([self.detect.state] if self.detect else []))
         self.is_leader = is_leader
@@ -173,7 +131,7 @@ class Runtime:
         self.poller = Poller(
             settings,
             factory=self.factory,
-            sink=RawSink(self.publisher, topics.raw, on_page=self._published),
+            sink=RawSink(self.publisher, settings.topics.raw, on_page=self._published),
             progress=self.progress,
             health=self.watchdog,
             is_leader=is_leader,
@@ -183,6 +141,61 @@ class Runtime:
         self.metrics.watch(self._checkpoint_times, self.loops.stalled_for)
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+
+    def _detections(self, settings: Settings) -> DetectionFanout | None:
+        """What hands documents to the rules, or None when detections are off."""
+        if not settings.detections:
+            return None
+        topics = settings.topics
+        return DetectionFanout(
+            Detector(settings.rules),
+            findings_topic=topics.findings,
+            keyed_topic=self.names.detect,
+            notifications_topic=topics.notifications,
+            dlq_topic=topics.dlq,
+            notify={s.name: s.notify_findings for s in settings.sources},
+        )
+
+    def _processor(self, settings: Settings) -> Processor:
+        """The pipeline's pure part: raw records in, what to publish out."""
+        topics = settings.topics
+        renderings = []
+        if settings.ocsf:
+            renderings.append(ocsf_rendering(topics.ocsf))
+        if settings.ecs:
+            renderings.append(ecs_rendering(topics.ecs))
+        return Processor(
+            raw_topic=topics.raw,
+            output_topic=topics.output,
+            dlq_topic=topics.dlq,
+            router=settings.router,
+            renderings=renderings,
+            fanout=self.detections.for_document if self.detections else None,
+            geo=settings.geo.lookup if settings.geo else None,
+            room=self.publisher.room,
+        )
+
+    def _detect_loop(
+        self, settings: Settings, detections: DetectionFanout | None
+    ) -> ConsumerLoop[StepPlan] | None:
+        """The loop that runs the rules that keep state, or None when detections are off."""
+        if detections is None:
+            return None
+        return ConsumerLoop(
+            lambda: self._group_consumer(f"{settings.app_id}-detect"),
+            topic=self.names.detect,
+            publisher=self.publisher,
+            work=DetectWork(
+                detections,
+                PartitionedStore(
+                    self.names.detect_state,
+                    publisher=self.publisher,
+                    store=settings.store,
+                    data_dir=settings.data_dir,
+                ),
+                on_findings=self._found,
+            ),
+        )
 
     def _group_consumer(self, group: str) -> AIOKafkaConsumer:
         timeout = self.settings.session_timeout
