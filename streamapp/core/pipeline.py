@@ -74,6 +74,25 @@ class BatchResult:
         self.origin.append(origin)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """What one :meth:`Processor.process` call shares across its messages."""
+
+    seen: Callable[[bytes, int], bool]
+    now: datetime
+    result: BatchResult
+    #: keys emitted or dead-lettered earlier in this batch
+    in_batch: set[bytes] = field(default_factory=set)
+
+    def repeat(self, key: bytes | None, partition: int) -> bool:
+        return key is not None and (key in self.in_batch or self.seen(key, partition))
+
+    def mark(self, key: bytes, partition: int) -> None:
+        """``key`` has its output (or dead letter) in this batch: seen once acknowledged."""
+        self.in_batch.add(key)
+        self.result.fresh.append((key, partition))
+
+
 def _bump(counter: dict[str, int], name: str | None, n: int = 1) -> None:
     key = name or "-"
     counter[key] = counter.get(key, 0) + n
@@ -92,89 +111,88 @@ class Processor:
     room: Room = _unlimited
 
     def process(self, batch: Sequence[Incoming], seen: Callable[[bytes, int], bool]) -> BatchResult:
-        result = BatchResult()
-        now = self.clock()
-        in_batch: set[bytes] = set()
+        state = _Batch(seen=seen, now=self.clock(), result=BatchResult())
         for index, message in enumerate(batch):
-            self._one(index, message, seen, in_batch, now, result)
-        return result
+            envelope = self._envelope(index, message, state)
+            if envelope is None:
+                continue
+            doc = self._document(index, message, envelope, state)
+            if doc is not None:
+                self._emit(index, message, doc, state)
+        return state.result
 
-    def _repeat(
-        self, key: bytes | None, partition: int, in_batch: set[bytes], seen: Callable[..., bool]
-    ) -> bool:
-        return key is not None and (key in in_batch or seen(key, partition))
-
-    def _one(
-        self,
-        index: int,
-        message: Incoming,
-        seen: Callable[[bytes, int], bool],
-        in_batch: set[bytes],
-        now: datetime,
-        result: BatchResult,
-    ) -> None:
+    def _envelope(self, index: int, message: Incoming, state: _Batch) -> RawEnvelope | None:
+        """The raw message's envelope, or None when it is a repeat, unreadable or a record
+        the poller rejected (the last two dead-lettered)."""
         original = message.value or b""
         try:
             envelope = _decode_envelope(original)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-            if not self._repeat(message.key, message.partition, in_batch, seen):
-                reason = f"not a raw-topic envelope: {exc}"
-                self._dead(index, message, reason, None, now, result, in_batch)
-            return
-        if self._repeat(message.key, message.partition, in_batch, seen):
+            if not state.repeat(message.key, message.partition):
+                self._dead(index, message, state, f"not a raw-topic envelope: {exc}", None)
+            return None
+        if state.repeat(message.key, message.partition):
             # the raw topic is keyed by record id: a repeat needs no enrichment
-            _bump(result.duplicates, envelope.source_name)
-            return
-        if not isinstance(envelope.rejected, msgspec.UnsetType):
-            rejection = envelope.rejected
-            carried = original_of(rejection)
-            self._dead(
-                index,
-                message,
-                f"rejected by the poller: {rejection.reason}",
-                envelope.source_name,
-                now,
-                result,
-                in_batch,
-                stage="poll",
-                original=carried,
-                record_id=rejection.record_id,
-                omitted=rejection if carried is None else None,
-            )
-            return
+            _bump(state.result.duplicates, envelope.source_name)
+            return None
+        if isinstance(envelope.rejected, msgspec.UnsetType):
+            return envelope
+        rejection = envelope.rejected
+        carried = original_of(rejection)
+        self._dead(
+            index,
+            message,
+            state,
+            f"rejected by the poller: {rejection.reason}",
+            envelope.source_name,
+            stage="poll",
+            original=carried,
+            record_id=rejection.record_id,
+            omitted=rejection if carried is None else None,
+        )
+        return None
+
+    def _document(
+        self, index: int, message: Incoming, envelope: RawEnvelope, state: _Batch
+    ) -> OutputDocument | None:
+        """The enriched document, or None when the record is not one (dead-lettered) or its
+        id repeats one already emitted under another key."""
         try:
             doc = enrich(
                 bytes(envelope.record),
                 source_name=envelope.source_name,
                 source_type=envelope.source_type,
-                ingested_at=now,
+                ingested_at=state.now,
             )
         except InvalidRecord as exc:
-            self._dead(index, message, exc.reason, envelope.source_name, now, result, in_batch)
-            return
+            self._dead(index, message, state, exc.reason, envelope.source_name)
+            return None
         except Exception as exc:  # never crash on input: a bug here still dead-letters
             reason = f"enrichment failed: {type(exc).__name__}: {exc}"
-            self._dead(index, message, reason, envelope.source_name, now, result, in_batch)
-            return
+            self._dead(index, message, state, reason, envelope.source_name)
+            return None
         record_id = doc.id.encode()
-        if record_id != message.key and self._repeat(record_id, message.partition, in_batch, seen):
-            _bump(result.duplicates, doc.source_name)
-            return
+        if record_id != message.key and state.repeat(record_id, message.partition):
+            _bump(state.result.duplicates, doc.source_name)
+            return None
         if self.geo is not None and doc.src_ip:
             doc = _located(doc, *self.geo(doc.src_ip))
+        return doc
+
+    def _emit(self, index: int, message: Incoming, doc: OutputDocument, state: _Batch) -> None:
+        """The document to the output topic, its routes, renderings and fanout; a part too
+        large for its topic becomes a dead letter instead."""
+        result = state.result
+        record_id = doc.id.encode()
         value = encode_document(doc)
+        state.mark(record_id, message.partition)
         if len(value) > self.room(self.output_topic):
             reason = (
                 f"the output document is {len(value):,} bytes, more than the"
                 f" {self.room(self.output_topic):,} topic {self.output_topic!r} takes"
             )
-            self._dead(
-                index, message, reason, doc.source_name, now, result, in_batch, record_id=doc.id
-            )
-            in_batch.add(record_id)
-            result.fresh.append((record_id, message.partition))
+            self._letter(index, message, state, reason, doc.source_name, "pipeline", doc.id)
             return
-        in_batch.add(record_id)
         key = message_key(doc)
         headers = headers_for(doc)
         result.add(Outgoing(self.output_topic, key, value, headers), index)
@@ -188,19 +206,16 @@ class Processor:
                 result.add(extra, index)
             else:
                 reason = f"its {extra.topic!r} message is {len(extra.value):,} bytes, too large"
-                self._letter(index, message, reason, doc.source_name, now, result, "render", doc.id)
-        result.fresh.append((record_id, message.partition))
+                self._letter(index, message, state, reason, doc.source_name, "render", doc.id)
         _bump(result.emitted, doc.source_name)
 
     def _dead(
         self,
         index: int,
         message: Incoming,
+        state: _Batch,
         reason: str,
         source_name: str | None,
-        now: datetime,
-        result: BatchResult,
-        in_batch: set[bytes],
         *,
         stage: str = "pipeline",
         original: bytes | None = None,
@@ -211,31 +226,29 @@ class Processor:
         if record_id is None and message.key and not message.key.startswith(b"dlq:"):
             record_id = message.key.decode("utf-8", "replace")  # the raw topic's key is the id
         self._letter(
-            index, message, reason, source_name, now, result, stage, record_id, original, omitted
+            index, message, state, reason, source_name, stage, record_id, original, omitted
         )
         if message.key is not None:
-            in_batch.add(message.key)
-            result.fresh.append((message.key, message.partition))
+            state.mark(message.key, message.partition)
 
     def _letter(
         self,
         index: int,
         message: Incoming,
+        state: _Batch,
         reason: str,
         source_name: str | None,
-        now: datetime,
-        result: BatchResult,
         stage: str,
         record_id: str | None,
         original: bytes | None = None,
         omitted: Rejected | None = None,
     ) -> None:
         letter = self._letter_message(
-            message, reason, stage, source_name, now, record_id, original, omitted
+            message, reason, stage, source_name, state.now, record_id, original, omitted
         )
-        result.add(letter, index)
+        state.result.add(letter, index)
         key = (source_name or "-", stage)
-        result.dead[key] = result.dead.get(key, 0) + 1
+        state.result.dead[key] = state.result.dead.get(key, 0) + 1
 
     def dead_letter_for(
         self, message: Incoming, reason: str, *, source_name: str | None = None
