@@ -432,6 +432,17 @@ def on_poll_failure(
         first_failure_at=state.first_failure_at or now,
         watching_since=state.watching_since or now,
     )
+    alert = _failure_alert(
+        state,
+        now=now,
+        error_kind=error_kind,
+        http_status=http_status,
+        scrubbed=scrubbed,
+        degraded_after=degraded_after,
+    )
+    if alert is None:
+        return state, notes
+    kind, text = alert
     details: dict[str, str | int | None] = {
         "consecutive_failures": failures,
         "first_failure_at": _ts(state.first_failure_at),
@@ -439,56 +450,56 @@ def on_poll_failure(
         "last_record_at": _ts(state.last_record_at),
         "error": scrubbed,
     }
+    state = _raise(
+        state,
+        notes,
+        kind=kind,
+        now=now,
+        message=text,
+        error_kind=error_kind,
+        http_status=http_status,
+        details=details,
+    )
+    auth_kind = _auth_kind(error_kind, http_status)
+    if auth_kind is not None:
+        state = msgspec.structs.replace(state, alerted_error_kind=auth_kind)
+    return state, notes
+
+
+def _failure_alert(
+    state: SourceHealth,
+    *,
+    now: datetime,
+    error_kind: str,
+    http_status: int | None,
+    scrubbed: str,
+    degraded_after: int,
+) -> tuple[NotificationKind, str] | None:
+    """The alert (kind, message) a failed poll raises, given the state that counts it, or
+    None: an auth failure at once (again when its cause changes), anything else once
+    ``degraded_after`` polls in a row failed, and nothing while an alert is active."""
     name = state.source_name
     auth_kind = _auth_kind(error_kind, http_status)
     if auth_kind is not None:
-        if ERROR not in state.active or state.alerted_error_kind != auth_kind:
-            state = _raise(
-                state,
-                notes,
-                kind="source_error",
-                now=now,
-                message=(
-                    f"source '{name}' cannot read audit records: {_AUTH_HINTS[auth_kind]};"
-                    " fix the source's credentials or API URL"
-                ),
-                error_kind=error_kind,
-                http_status=http_status,
-                details=details,
-            )
-            state = msgspec.structs.replace(state, alerted_error_kind=auth_kind)
-        return state, notes
+        if ERROR in state.active and state.alerted_error_kind == auth_kind:
+            return None
+        return "source_error", (
+            f"source '{name}' cannot read audit records: {_AUTH_HINTS[auth_kind]};"
+            " fix the source's credentials or API URL"
+        )
     if ERROR in state.active or DEGRADED in state.active:
-        return state, notes
+        return None
     if error_kind in IMMEDIATE_KINDS:
-        state = _raise(
-            state,
-            notes,
-            kind="source_degraded",
-            now=now,
-            message=f"source '{name}': {scrubbed}",
-            error_kind=error_kind,
-            http_status=http_status,
-            details=details,
-        )
-        return state, notes
-    if failures >= max(degraded_after, 1):
-        status = f", HTTP {http_status}" if http_status is not None else ""
-        state = _raise(
-            state,
-            notes,
-            kind="source_degraded",
-            now=now,
-            message=(
-                f"source '{name}': {failures} polls in a row failed ({error_kind}{status})"
-                f" since {rfc3339(state.first_failure_at or now)}; retrying with backoff."
-                f" Last error: {scrubbed}"
-            ),
-            error_kind=error_kind,
-            http_status=http_status,
-            details=details,
-        )
-    return state, notes
+        return "source_degraded", f"source '{name}': {scrubbed}"
+    failures = state.consecutive_failures
+    if failures < max(degraded_after, 1):
+        return None
+    status = f", HTTP {http_status}" if http_status is not None else ""
+    return "source_degraded", (
+        f"source '{name}': {failures} polls in a row failed ({error_kind}{status})"
+        f" since {rfc3339(state.first_failure_at or now)}; retrying with backoff."
+        f" Last error: {scrubbed}"
+    )
 
 
 def on_poll_stalled(
