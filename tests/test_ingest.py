@@ -11,7 +11,14 @@ import msgspec
 import pytest
 
 from streamapp.core.errors import PublishError
-from streamapp.core.ingest import backfill_source, poll_source, walk_in_order, walk_window
+from streamapp.core.ingest import (
+    WindowResult,
+    backfill_source,
+    next_checkpoint,
+    poll_source,
+    walk_in_order,
+    walk_window,
+)
 from streamapp.core.models import Checkpoint, Page, PolledRecord, WindowDone
 from streamapp.core.windows import Window
 
@@ -192,3 +199,40 @@ async def test_a_backfill_records_each_window_once_acknowledged_and_resumes_afte
     )
     assert len(plan.windows) == 2
     assert min(w.since for w in client.walked) >= NOW - timedelta(days=2, seconds=3)
+
+
+def test_next_checkpoint_advances_counts_and_keeps_the_newest_record_time() -> None:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    window = Window(t0, t0 + timedelta(hours=1))
+    first = next_checkpoint(
+        None,
+        WindowResult(window, records=3, newest=t0 + timedelta(minutes=30)),
+        newest=t0 + timedelta(minutes=30),
+        polled_at=t0 + timedelta(hours=2),
+        at=t0 + timedelta(hours=2),
+    )
+    assert first.until == window.until and first.records == 3
+    assert first.last_record_at == t0 + timedelta(minutes=30)
+    # an older window (a backfill behind the checkpoint) moves nothing back
+    older = Window(t0 - timedelta(hours=1), t0)
+    second = next_checkpoint(
+        first,
+        WindowResult(older, records=2, newest=t0 - timedelta(minutes=5)),
+        newest=t0 - timedelta(minutes=5),
+        polled_at=t0 + timedelta(hours=2),
+        at=t0 + timedelta(hours=3),
+    )
+    assert second.until == window.until and second.records == 5
+    assert second.last_record_at == first.last_record_at
+    assert second.updated_at == t0 + timedelta(hours=3)
+
+
+def test_next_checkpoint_caps_a_future_record_time_an_older_version_stored() -> None:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    stored = Checkpoint(until=t0, updated_at=t0, records=1, last_record_at=t0 + timedelta(days=400))
+    window = Window(t0, t0 + timedelta(minutes=1))
+    polled = t0 + timedelta(minutes=2)
+    updated = next_checkpoint(
+        stored, WindowResult(window), newest=None, polled_at=polled, at=polled
+    )
+    assert updated.last_record_at == polled and updated.records == 1

@@ -222,6 +222,30 @@ def capped(moment: datetime | None, now: datetime) -> datetime | None:
     return None if moment is None else min(as_utc(moment), as_utc(now))
 
 
+def next_checkpoint(
+    previous: Checkpoint | None,
+    result: WindowResult,
+    *,
+    newest: datetime | None,
+    polled_at: datetime,
+    at: datetime,
+) -> Checkpoint:
+    """The checkpoint once ``result``'s window is acknowledged: ``until`` advanced over it,
+    records counted, and the newest record time kept (``newest``, already capped at now; a
+    stored time later than ``polled_at`` came from an older version and is capped too)."""
+    last_seen = previous.last_record_at if previous else None
+    if last_seen is not None and last_seen > polled_at:
+        last_seen = capped(last_seen, polled_at)
+    if newest is not None and (last_seen is None or newest > last_seen):
+        last_seen = newest
+    return Checkpoint(
+        until=advance(previous.until if previous else None, result.window),
+        updated_at=at,
+        records=(previous.records if previous else 0) + result.records,
+        last_record_at=last_seen,
+    )
+
+
 async def poll_source(
     source_name: str,
     client: PageSource,
@@ -271,18 +295,9 @@ async def poll_source(
         )
 
     async def acknowledged(result: WindowResult) -> None:
-        previous = progress.checkpoint(source_name)
         newest = capped(result.newest, clock())
-        last_seen = previous.last_record_at if previous else None
-        if last_seen is not None and last_seen > moment:
-            last_seen = capped(last_seen, moment)  # a future time stored by an older version
-        if newest is not None and (last_seen is None or newest > last_seen):
-            last_seen = newest
-        updated = Checkpoint(
-            until=advance(previous.until if previous else None, result.window),
-            updated_at=clock(),
-            records=(previous.records if previous else 0) + result.records,
-            last_record_at=last_seen,
+        updated = next_checkpoint(
+            progress.checkpoint(source_name), result, newest=newest, polled_at=moment, at=clock()
         )
         await progress.save_checkpoint(source_name, updated)
         report.count(result)
