@@ -12,6 +12,7 @@ keys, two-space indent, trailing newline) so diffs show only real changes.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections.abc import Sequence
@@ -70,7 +71,22 @@ def render(model: Any, description: str) -> str:
     """The file text for one model: its JSON Schema, stable and newline-terminated."""
     schema: dict[str, Any] = {"$schema": DRAFT, "description": description}
     schema.update(msgspec.json.schema(model))
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(_clean(schema), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _clean(node: Any) -> Any:
+    """Every ``description`` dedented as ``inspect.cleandoc`` does: msgspec 0.23 cleans the
+    docstrings it copies and earlier versions do not, so the files stay the same on both."""
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _clean(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean(item) for item in node]
+    return node
 
 
 def rendered() -> dict[str, str]:
