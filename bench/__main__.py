@@ -22,7 +22,7 @@ from typing import Any
 from bench.common import Context, Result, print_table, stop_all
 
 #: run order: cheap and informative first; memory (the longest) last
-BENCHMARKS = ("pipeline", "backfill", "freshness", "idle", "memory")
+BENCHMARKS = ("pipeline", "backfill", "freshness", "busy", "fleet", "memory")
 #: the whole run must stay under 15 min (quick: 2 min); the memory run uses what is left
 FULL_BUDGET_S = 14 * 60
 QUICK_BUDGET_S = 110
@@ -38,8 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=N",
-        help="override a size: pipeline, backfill (records), freshness "
-        "(samples), idle (polls), memory (ids)",
+        help="override a size: pipeline, backfill (records), freshness (samples), busy "
+        "(worker polls), fleet (sources), memory (ids)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)

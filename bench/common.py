@@ -597,3 +597,119 @@ def polling_env(
         "PAGERDUTY_LOOKBACK": lookback,
         "PAGERDUTY_POLL_INTERVAL": f"{interval:g}",
     }
+
+
+class Command:
+    """``python -m faust -A streamapp.app <args>`` (an operator command, not a worker)."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.args = list(args)
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self._log: Any = None
+
+    def start(self) -> Command:
+        self._log = open(self.log_path, "ab")  # closed in stop()
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", "streamapp.app", *self.args],
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _running.add(self.process)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def wait(self, wait_s: float) -> int:
+        """Its exit status; TimeoutError when it runs longer than ``wait_s``."""
+        assert self.process is not None
+        deadline = time.monotonic() + wait_s
+        while (code := self.process.poll()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.args[0]} still running after {wait_s:.0f}s")
+            await asyncio.sleep(0.1)
+        return code
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc = self.process
+        if proc is not None:
+            _stop_process(proc, timeout)
+            _running.discard(proc)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def max_in_window(times: Sequence[float], window: float) -> int:
+    """The most of ``times`` (any order) inside any half-open span ``window`` long."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+class GroupProgress:
+    """A consumer group's committed offsets on a topic, summed over its partitions.
+
+    Reading them is one OffsetFetch request to the broker: a run can be timed by its commits
+    without a reader of its output competing for the CPU while it runs (the pipeline
+    commits a batch only after its outputs were acknowledged).
+    """
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        self.group = group
+        self.partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        #: (monotonic time, committed) at every change seen
+        self.samples: list[tuple[float, int]] = []
+
+    async def __aenter__(self) -> GroupProgress:
+        await self._admin.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._admin.close()
+
+    async def committed(self) -> int:
+        offsets = await self._admin.list_consumer_group_offsets(
+            self.group, partitions=self.partitions
+        )
+        return sum(max(0, meta.offset) for meta in offsets.values() if meta is not None)
+
+    async def wait_for(
+        self,
+        total: int,
+        wait_s: float,
+        check: Callable[[], None] | None = None,
+        every: float = 0.1,
+    ) -> float:
+        """Monotonic time the committed offsets reached ``total``; TimeoutError if not."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            value = await self.committed()
+            now = time.monotonic()
+            if not self.samples or value != self.samples[-1][1]:
+                self.samples.append((now, value))
+            if value >= total:
+                return now
+            if check is not None:
+                check()
+            if now > deadline:
+                raise TimeoutError(f"group {self.group} committed {value} of {total}")
+            await asyncio.sleep(every)
