@@ -80,19 +80,20 @@ def one_line(text: str, limit: int = _MAX_VALUE) -> str:
 
 def actor_text(actor: Actor | None) -> str:
     """``John Snow (user PDUSER)``, ``api_key P8AC329``, or ``an unnamed actor``."""
-    if actor is None or not (actor.id or actor.name):
-        return "an unnamed actor"
-    kind = actor.type or "actor"
-    if actor.name and actor.id:
-        return one_line(f"{actor.name} ({kind} {actor.id})")
-    return one_line(f"{kind} {actor.id or actor.name}")
+    return _named(actor, "actor")
 
 
 def resource_text(ref: ResourceRef | None) -> str:
     """``Test User (user PD_USER_999)``, ``ip_allow_list B2KTPSXM…``, or ``an unnamed object``."""
+    return _named(ref, "object")
+
+
+def _named(ref: Actor | ResourceRef | None, noun: str) -> str:
+    """``name (type id)``, ``type id`` or ``an unnamed {noun}``; ``noun`` also stands in for
+    a missing type."""
     if ref is None or not (ref.id or ref.name):
-        return "an unnamed object"
-    kind = ref.type or "object"
+        return f"an unnamed {noun}"
+    kind = ref.type or noun
     if ref.name and ref.id:
         return one_line(f"{ref.name} ({kind} {ref.id})")
     return one_line(f"{kind} {ref.id or ref.name}")
