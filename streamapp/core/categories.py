@@ -50,8 +50,10 @@ its fields; a team created with a ``default_role`` grants nobody anything yet).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
+
+from streamapp.core.errors import ConfigError
 
 ACCOUNT_MANAGEMENT: Final = "account_management"
 USER_ACCESS: Final = "user_access"
@@ -110,6 +112,17 @@ CATEGORY_TABLE: Final[list[tuple[str, str, str]]] = [
 
 #: every category a document can carry, in table order
 CATEGORIES: Final[tuple[str, ...]] = tuple(row[0] for row in CATEGORY_TABLE)
+
+
+def check_categories(values: Iterable[str], where: str) -> None:
+    """A ConfigError at ``where`` for the first of ``values`` that is not a category (the
+    routes and the detection rules both match on categories)."""
+    for value in values:
+        if value not in CATEGORIES:
+            raise ConfigError(
+                f"{where}: unknown category {value[:60]!r} (one of {', '.join(CATEGORIES)})"
+            )
+
 
 _BY_RESOURCE_TYPE: Final[dict[str, str]] = {
     # account-wide security and configuration

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from streamapp.core.categories import CATEGORIES
+from streamapp.core.categories import check_categories
 from streamapp.core.errors import ConfigError
 from streamapp.core.output import OutputDocument
 
@@ -152,11 +152,7 @@ def _values(value: Any, where: str, key: str) -> frozenset[str]:
     if key == "resource_type":
         values = [v.removesuffix("_reference") for v in values]
     if key == "category":
-        for v in values:
-            if v not in CATEGORIES:
-                raise ConfigError(
-                    f"{where}: unknown category {v[:60]!r} (one of {', '.join(CATEGORIES)})"
-                )
+        check_categories(values, where)
     return frozenset(values)
 
 

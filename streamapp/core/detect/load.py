@@ -41,7 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
-from streamapp.core.categories import CATEGORIES
+from streamapp.core.categories import check_categories
 from streamapp.core.detect.attack import TECHNIQUES, Attack, technique
 from streamapp.core.detect.describe import placeholders
 from streamapp.core.detect.finding import SEVERITIES, Severity
@@ -249,11 +249,7 @@ def _attribute_values(value: Any, where: str, name: str) -> frozenset[str]:
     if name in ("resource_type", "changed_resource_type", "actor_type"):
         values = [v.removesuffix("_reference") for v in values]
     if name == "category":
-        for v in values:
-            if v not in CATEGORIES:
-                raise ConfigError(
-                    f"{where}: unknown category {v[:60]!r} (one of {', '.join(CATEGORIES)})"
-                )
+        check_categories(values, where)
     return frozenset(v.casefold() for v in values)
 
 
