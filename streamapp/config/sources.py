@@ -66,12 +66,7 @@ class _FileContext:
 def load_sources_file(path: str | Path, *, defaults: SourceDefaults) -> tuple[SourceConfig, ...]:
     """Read the TOML sources file; ``defaults`` fill what neither a source nor [defaults] sets."""
     ctx = _FileContext(Path(path))
-    try:
-        data = ctx.path.read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{ctx.label}: cannot read the sources file: {reason}") from None
-    return _parse_sources(data, ctx, defaults)
+    return _read_sources(ctx, defaults, f"{ctx.label}: cannot read the sources file")
 
 
 def read_sources_variable(
@@ -79,11 +74,18 @@ def read_sources_variable(
 ) -> tuple[SourceConfig, ...]:
     """The sources of the file the environment ``variable`` names (``~`` expanded)."""
     ctx = _FileContext(Path(value).expanduser())
+    return _read_sources(ctx, defaults, f"{variable}: cannot read {ctx.label!r}")
+
+
+def _read_sources(
+    ctx: _FileContext, defaults: SourceDefaults, cannot_read: str
+) -> tuple[SourceConfig, ...]:
+    """The sources of ``ctx``'s file; ``cannot_read``, then the OS's reason, when it fails."""
     try:
         data = ctx.path.read_bytes()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{variable}: cannot read {ctx.label!r}: {reason}") from None
+        raise ConfigError(f"{cannot_read}: {reason}") from None
     return _parse_sources(data, ctx, defaults)
 
 
