@@ -31,6 +31,7 @@ from streamapp.core.redact import REDACTOR
 from streamapp.core.urls import check_api_url
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 Parser: TypeAlias = Callable[[object, str], T]
 
 
@@ -113,21 +114,35 @@ def _or_list(options: tuple[str, ...]) -> str:
 # --------------------------------------------------------------------------- numbers
 
 
-def integer(low: int, high: int) -> Parser[int]:
-    """A whole number from ``low`` to ``high`` (inclusive)."""
+def _bounded(
+    kind: type[N], expected: str, low: N, high: N, out_of_range: Callable[[object, N], str]
+) -> Parser[N]:
+    """A ``kind`` from ``low`` to ``high`` (inclusive), given as text or a number (never a
+    bool, nor a float for an int); ``out_of_range(value, number)`` words a number outside."""
 
-    def parse(value: object, what: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise ConfigError(f"{what}: expected an integer, got {type_name(value)}")
+    def parse(value: object, what: str) -> N:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, str | int | float)
+            or (kind is int and isinstance(value, float))
+        ):
+            raise ConfigError(f"{what}: expected {expected}, got {type_name(value)}")
         try:
-            number = int(value)
+            number = kind(value)
         except ValueError:
-            raise ConfigError(f"{what}: expected an integer, got {value!r}") from None
+            raise ConfigError(f"{what}: expected {expected}, got {value!r}") from None
         if not low <= number <= high:
-            raise ConfigError(f"{what}: must be between {low} and {high}, got {number}")
+            raise ConfigError(f"{what}: {out_of_range(value, number)}")
         return number
 
     return parse
+
+
+def integer(low: int, high: int) -> Parser[int]:
+    """A whole number from ``low`` to ``high`` (inclusive)."""
+    return _bounded(
+        int, "an integer", low, high, lambda _, n: f"must be between {low} and {high}, got {n}"
+    )
 
 
 def integer_or_auto(low: int, high: int) -> Parser[int | None]:
@@ -144,19 +159,13 @@ def integer_or_auto(low: int, high: int) -> Parser[int | None]:
 
 def seconds(low: float, high: float) -> Parser[float]:
     """A number of seconds from ``low`` to ``high`` (inclusive), fractions allowed."""
-
-    def parse(value: object, what: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ConfigError(f"{what}: expected a number of seconds, got {type_name(value)}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{what}: expected a number of seconds, got {value!r}") from None
-        if not low <= number <= high:
-            raise ConfigError(f"{what}: expected {low:g} to {high:g} seconds, got {value!r}")
-        return number
-
-    return parse
+    return _bounded(
+        float,
+        "a number of seconds",
+        low,
+        high,
+        lambda value, _: f"expected {low:g} to {high:g} seconds, got {value!r}",
+    )
 
 
 _BYTE_UNITS = {
