@@ -79,21 +79,11 @@ def dead_letter(
     takes its size and hash from that rejection instead.
     """
     if omitted is not None:
-        return DeadLetter(
-            reason=one_line(reason),
-            stage=stage,
-            source_name=source_name,
-            at=at,
-            original="",
-            original_encoding="omitted",
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            record_id=record_id,
-            original_size=omitted.original_size,
-            original_sha256=omitted.original_sha256,
-        )
-    text, encoding = carried(original, None if room is None else room - LETTER_OVERHEAD)
+        text, encoding = "", "omitted"
+        size, sha256 = omitted.original_size, omitted.original_sha256
+    else:
+        text, encoding = carried(original, None if room is None else room - LETTER_OVERHEAD)
+        size, sha256 = len(original), hashlib.sha256(original).hexdigest()
     return DeadLetter(
         reason=one_line(reason),
         stage=stage,
@@ -105,8 +95,8 @@ def dead_letter(
         partition=partition,
         offset=offset,
         record_id=record_id,
-        original_size=len(original),
-        original_sha256=hashlib.sha256(original).hexdigest(),
+        original_size=size,
+        original_sha256=sha256,
     )
 
 
