@@ -191,7 +191,9 @@ class Processor:
                 f"the output document is {len(value):,} bytes, more than the"
                 f" {self.room(self.output_topic):,} topic {self.output_topic!r} takes"
             )
-            self._letter(index, message, state, reason, doc.source_name, "pipeline", doc.id)
+            self._dead(
+                index, message, state, reason, doc.source_name, record_id=doc.id, marked=True
+            )
             return
         key = message_key(doc)
         headers = headers_for(doc)
@@ -206,7 +208,16 @@ class Processor:
                 result.add(extra, index)
             else:
                 reason = f"its {extra.topic!r} message is {len(extra.value):,} bytes, too large"
-                self._letter(index, message, state, reason, doc.source_name, "render", doc.id)
+                self._dead(
+                    index,
+                    message,
+                    state,
+                    reason,
+                    doc.source_name,
+                    stage="render",
+                    record_id=doc.id,
+                    marked=True,
+                )
         _bump(result.emitted, doc.source_name)
 
     def _dead(
@@ -221,34 +232,20 @@ class Processor:
         original: bytes | None = None,
         record_id: str | None = None,
         omitted: Rejected | None = None,
+        marked: bool = False,
     ) -> None:
-        """Dead-letter a raw message, once per key."""
+        """Dead-letter a raw message, once per key: its key is marked seen, unless the
+        caller ``marked`` the record already (a part of an emitted document)."""
         if record_id is None and message.key and not message.key.startswith(b"dlq:"):
             record_id = message.key.decode("utf-8", "replace")  # the raw topic's key is the id
-        self._letter(
-            index, message, state, reason, source_name, stage, record_id, original, omitted
-        )
-        if message.key is not None:
-            state.mark(message.key, message.partition)
-
-    def _letter(
-        self,
-        index: int,
-        message: Incoming,
-        state: _Batch,
-        reason: str,
-        source_name: str | None,
-        stage: str,
-        record_id: str | None,
-        original: bytes | None = None,
-        omitted: Rejected | None = None,
-    ) -> None:
         letter = self._letter_message(
             message, reason, stage, source_name, state.now, record_id, original, omitted
         )
         state.result.add(letter, index)
         key = (source_name or "-", stage)
         state.result.dead[key] = state.result.dead.get(key, 0) + 1
+        if not marked and message.key is not None:
+            state.mark(message.key, message.partition)
 
     def dead_letter_for(
         self, message: Incoming, reason: str, *, source_name: str | None = None
