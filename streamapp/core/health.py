@@ -73,6 +73,7 @@ __all__ = [
     "encode_state",
     "health_summary",
     "new_state",
+    "notification",
     "on_poll_failure",
     "on_poll_success",
     "on_tick",
@@ -208,6 +209,31 @@ def decode_state(data: bytes | str) -> SourceHealth:
     return _STATE_DECODER.decode(data)
 
 
+def notification(
+    kind: NotificationKind,
+    source_name: str,
+    *,
+    at: datetime,
+    message: str,
+    resolves: str | None = None,
+    error_kind: str | None = None,
+    http_status: int | None = None,
+    details: dict[str, str | int | None] | None = None,
+) -> Notification:
+    """A notification of ``kind``, at the severity ``SEVERITY`` gives that kind."""
+    return Notification(
+        kind=kind,
+        source_name=source_name,
+        message=message,
+        at=at,
+        severity=SEVERITY[kind],
+        resolves=resolves,
+        error_kind=error_kind,
+        http_status=http_status,
+        details=details or {},
+    )
+
+
 def new_state(source_name: str, *, now: datetime | None = None) -> SourceHealth:
     """The state of a source never seen before; ``now`` starts its stale clock."""
     return SourceHealth(
@@ -257,15 +283,14 @@ def _raise(
     details: dict[str, str | int | None] | None = None,
 ) -> SourceHealth:
     notifications.append(
-        Notification(
-            kind=kind,
-            source_name=state.source_name,
-            message=message,
+        notification(
+            kind,
+            state.source_name,
             at=now,
-            severity=SEVERITY[kind],
+            message=message,
             error_kind=error_kind,
             http_status=http_status,
-            details=details or {},
+            details=details,
         )
     )
     active = [k for k in state.active if k != kind] + [kind]
@@ -288,14 +313,8 @@ def _recover(
     info: dict[str, str | int | None] = {"problem_since": _ts(raised)}
     info.update(details or {})
     notifications.append(
-        Notification(
-            kind="source_recovered",
-            source_name=state.source_name,
-            message=message,
-            at=now,
-            severity=SEVERITY[RECOVERED],
-            resolves=resolves,
-            details=info,
+        notification(
+            RECOVERED, state.source_name, at=now, message=message, resolves=resolves, details=info
         )
     )
     since = {k: v for k, v in state.active_since.items() if k != resolves}
@@ -529,31 +548,29 @@ def pipeline_stalled(
     source_name: str, *, now: datetime, seconds: float, error: str | None
 ) -> Notification:
     """The pipeline on a worker has waited ``seconds`` for its outputs to be acknowledged."""
-    return Notification(
-        kind="pipeline_stalled",
-        source_name=source_name,
+    return notification(
+        PIPELINE_STALLED,
+        source_name,
         message=(
             f"the pipeline has waited {_fmt_seconds(seconds)} for the broker to acknowledge"
             f" its outputs: no record of source '{source_name}' (or any other) reaches the"
             " output topic until it does; check the Kafka cluster"
         ),
         at=as_utc(now),
-        severity=SEVERITY[PIPELINE_STALLED],
         error_kind="pipeline_stalled",
         details={"stalled_seconds": int(seconds), "error": _scrubbed(error or "")},
     )
 
 
 def pipeline_recovered(source_name: str, *, now: datetime, seconds: float) -> Notification:
-    return Notification(
-        kind="source_recovered",
-        source_name=source_name,
+    return notification(
+        RECOVERED,
+        source_name,
         message=(
             f"the pipeline's outputs are acknowledged again after {_fmt_seconds(seconds)};"
             f" records of source '{source_name}' flow again"
         ),
         at=as_utc(now),
-        severity=SEVERITY[RECOVERED],
         resolves=PIPELINE_STALLED,
         details={"stalled_seconds": int(seconds)},
     )
