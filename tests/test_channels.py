@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from streamapp.config import Channel
-from streamapp.core.health import Notification, encode_notification
+from streamapp.core.health import Notification, encode_notification, notification
 from streamapp.core.redact import Secret
 from streamapp.notify.channels import (
     Deliverer,
@@ -43,13 +43,13 @@ ERROR = Notification(
     http_status=401,
     details={"consecutive_failures": 1, "last_record_at": None},
 )
-RECOVERED = Notification(
-    kind="source_recovered",
-    source_name="acme",
-    message="source 'acme' recovered from source_error: polling PagerDuty succeeds again",
+#: the recovery from ERROR, at the severity the health rules give it
+RECOVERED = notification(
+    "source_recovered",
+    ERROR.source_name,
     at=AT,
-    severity="info",
-    resolves="source_error",
+    message="source 'acme' recovered from source_error: polling PagerDuty succeeds again",
+    resolves=ERROR.kind,
 )
 
 

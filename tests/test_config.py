@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +39,7 @@ from streamapp.config.variables import SPEC
 from streamapp.core.credentials import DEFAULT_TOKEN_URL, ApiKey, OAuthClient
 from streamapp.core.errors import ConfigError
 from streamapp.core.redact import REDACTOR, Secret
+from tests.helpers import frameworks_imported_by
 
 TOKEN = "sekret-token-value-123"
 SECRET = "oauth-client-secret-456"
@@ -1056,15 +1055,7 @@ def test_sasl_password_and_its_file_together_are_refused(tmp_path: Path) -> None
 
 
 def test_the_config_package_imports_no_framework() -> None:
-    code = (
-        "import sys, streamapp.config; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'faust', 'aiokafka', 'httpx', 'mode'}))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    assert frameworks_imported_by("streamapp.config") == []
 
 
 def test_notify_findings_reaches_the_single_source_and_sources_file(tmp_path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,46 +13,25 @@ from hypothesis import strategies as st
 from streamapp.core.detect import builtin_rules, load_rules, parse_rules, rules_from_mapping
 from streamapp.core.detect.rules import BurstParams, FirstSeenParams
 from streamapp.core.errors import ConfigError
+from tests.helpers import edited
+from tests.helpers import toml_document as document
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def toml(value: Any) -> str:
-    """``value`` as inline TOML (enough for these tests)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml(v) for v in value) + "]"
-    items = ", ".join(f"{key(k)} = {toml(v)}" for k, v in value.items())
-    return "{ " + items + " }" if items else "{}"
-
-
-def key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
-
-
-def document(**tables: Any) -> str:
-    return "\n".join(f"{key(k)} = {toml(v)}" for k, v in tables.items()) + "\n"
+#: a valid record rule, for ``rule`` to edit
+RULE: dict[str, Any] = {
+    "id": "custom_rule",
+    "title": "Custom",
+    "severity": "low",
+    "description": "Something.",
+    "match": [{"action": "delete"}],
+}
 
 
 def rule(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "id": "custom_rule",
-        "title": "Custom",
-        "severity": "low",
-        "description": "Something.",
-        "match": [{"action": "delete"}],
-    }
-    for name, value in changes.items():
-        if value is ...:
-            base.pop(name, None)
-        else:
-            base[name] = value
-    return base
+    """RULE with ``changes`` (a change to ``...`` drops the key)."""
+    return edited(RULE, **changes)
 
 
 def burst(**changes: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from streamapp.core.enrich import InvalidRecord, decode_document, encode_documen
 from streamapp.core.errors import StreamappError
 from streamapp.core.ocsf import encode_ocsf, to_ocsf
 from streamapp.core.output import OutputDocument
+from tests.strategies import json_values
 
 GOLDEN = Path(__file__).parent / "golden"
 INPUTS = sorted((GOLDEN / "inputs").glob("*.json"))
@@ -345,15 +346,6 @@ def test_odd_leaves_become_null() -> None:
 
 # --- properties ------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
 REQUIRED = ("id", "execution_time", "method", "root_resource", "action")
 
 

@@ -27,6 +27,7 @@ from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema, get_packag
 from streamapp.core.enrich import enrich
 from streamapp.core.ocsf import encode_ocsf, to_ocsf
 from streamapp.devtools.simulator.data import OPENAPI_PATH, example_records, generate_records
+from tests.strategies import json_values
 
 GOLDEN = Path(__file__).parent / "golden"
 EVENTS = sorted((GOLDEN / "ocsf").glob("*.json"))
@@ -188,15 +189,6 @@ BASE: dict[str, Any] = json.loads(
     (GOLDEN / "inputs" / "team_update__pdrecord_user_role_on_team.json").read_bytes()
 )
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
 refs = st.fixed_dictionaries(
     {},
     optional={

@@ -15,7 +15,7 @@ import httpx
 import msgspec
 import pytest
 
-from streamapp.core.models import ExecutionContext, Method, Reference, ReferenceChange
+from streamapp.core.models import AuditRecordView, Reference, ReferenceChange
 from streamapp.devtools.simulator import (
     FaultRule,
     Simulator,
@@ -47,21 +47,12 @@ class DetailsView(msgspec.Struct, kw_only=True):
     references: list[ReferenceChange] | None = None
 
 
-class RecordSchema(msgspec.Struct, kw_only=True):
-    """The OpenAPI AuditRecord schema, required fields required, unknown fields allowed.
-
-    (streamapp.core.models.AuditRecordView is not used here: its ``msgspec.Raw | None`` field
-    values reject any non-null value with msgspec 0.22.)
+class RecordSchema(AuditRecordView, kw_only=True, frozen=True):
+    """The OpenAPI AuditRecord schema, required fields required, unknown fields allowed: the
+    pipeline's view, with the field values the schema types (string, nullable) and ``self``.
     """
 
-    id: str
-    execution_time: datetime
-    method: Method
-    root_resource: Reference
-    action: str
-    actors: list[Reference] | None = None
-    execution_context: ExecutionContext | None = None
-    details: DetailsView | None = None
+    details: DetailsView | None = None  # type: ignore[assignment]  # stricter values
     self_url: str | None = msgspec.field(default=None, name="self")
 
 

@@ -28,38 +28,41 @@ from streamapp.worker.statuspage import (
     render_page,
     status_since,
 )
+from tests.helpers import edited
 
 TOKEN = "Zq3-csrf-token-for-unit-tests"
 HOST = "127.0.0.1:6066"
 HOSTILE = "<script>alert(\"pwned\")</script><img src=x onerror='alert(1)'> & \"q\" 'a'"
 
 
+#: a source as the status page model has it, for ``_source`` to edit
+SOURCE: dict[str, Any] = {
+    "name": "prod-us",
+    "status": "ok",
+    "since": "2026-11-26T08:00:00.000Z",
+    "last_record_at": "2026-11-27T09:57:00.000Z",
+    "last_record_age_seconds": 180.0,
+    "checkpoint": "2026-11-27T09:58:00.000Z",
+    "checkpoint_lag_seconds": 120.0,
+    "records_per_minute": list(range(60)),
+    "last_error": {
+        "kind": "timeout",
+        "message": "PagerDuty at api.pagerduty.com did not answer in time",
+        "at": "2026-11-27T09:40:00.000Z",
+    },
+    "notifications": [
+        {
+            "kind": "source_recovered",
+            "message": "source 'prod-us' recovered from source_degraded",
+            "at": "2026-11-27T09:45:00.000Z",
+        }
+    ],
+    "channels": ["slack-0", "webhook-1"],
+}
+
+
 def _source(**changes: Any) -> dict[str, Any]:
-    source: dict[str, Any] = {
-        "name": "prod-us",
-        "status": "ok",
-        "since": "2026-11-26T08:00:00.000Z",
-        "last_record_at": "2026-11-27T09:57:00.000Z",
-        "last_record_age_seconds": 180.0,
-        "checkpoint": "2026-11-27T09:58:00.000Z",
-        "checkpoint_lag_seconds": 120.0,
-        "records_per_minute": list(range(60)),
-        "last_error": {
-            "kind": "timeout",
-            "message": "PagerDuty at api.pagerduty.com did not answer in time",
-            "at": "2026-11-27T09:40:00.000Z",
-        },
-        "notifications": [
-            {
-                "kind": "source_recovered",
-                "message": "source 'prod-us' recovered from source_degraded",
-                "at": "2026-11-27T09:45:00.000Z",
-            }
-        ],
-        "channels": ["slack-0", "webhook-1"],
-    }
-    source.update(changes)
-    return source
+    return edited(SOURCE, **changes)
 
 
 def _model(*sources: dict[str, Any], **worker: Any) -> dict[str, Any]:

@@ -68,6 +68,14 @@ def assert_no_token(verdict: Verdict) -> None:
     assert "\n" not in verdict.line
 
 
+def assert_failed(verdict: Verdict, kind: str, start: str) -> None:
+    """A failed check of this ``kind``: one line starting ``start``, and no token in it."""
+    assert not verdict.ok
+    assert verdict.kind == kind
+    assert verdict.line.startswith(start)
+    assert_no_token(verdict)
+
+
 async def test_ok_says_records_are_readable(sim: SimulatorThread, http: httpx.AsyncClient) -> None:
     verdict = await verify_source(source("main", TOKENS["ok"], sim.base_url), http)
     assert verdict.ok
@@ -91,10 +99,7 @@ async def test_refusals_say_exactly_what_is_wrong(
     sim: SimulatorThread, http: httpx.AsyncClient, state: str, kind: str, start: str
 ) -> None:
     verdict = await verify_source(source("acme", TOKENS[state], sim.base_url), http)
-    assert not verdict.ok
-    assert verdict.kind == kind
-    assert verdict.line.startswith(start)
-    assert_no_token(verdict)
+    assert_failed(verdict, kind, start)
     assert exit_status([verdict]) == 1
 
 
@@ -108,20 +113,16 @@ async def test_unknown_token_is_a_401_too(sim: SimulatorThread, http: httpx.Asyn
 async def test_unreachable_host(http: httpx.AsyncClient) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     verdict = await verify_source(source("acme", TOKENS["ok"], url), http, timeout=2)
-    assert not verdict.ok
-    assert verdict.kind == "unreachable"
-    assert verdict.line.startswith("acme: host unreachable: PagerDuty at 127.0.0.1 unreachable")
-    assert_no_token(verdict)
+    assert_failed(
+        verdict, "unreachable", "acme: host unreachable: PagerDuty at 127.0.0.1 unreachable"
+    )
 
 
 async def test_tls_failure(sim: SimulatorThread, http: httpx.AsyncClient) -> None:
     # https:// to a plain-HTTP port: the handshake fails
     url = sim.base_url.replace("http://", "https://")
     verdict = await verify_source(source("acme", TOKENS["ok"], url), http, timeout=2)
-    assert not verdict.ok
-    assert verdict.kind == "tls"
-    assert verdict.line.startswith("acme: TLS failure: ")
-    assert_no_token(verdict)
+    assert_failed(verdict, "tls", "acme: TLS failure: ")
 
 
 async def test_timeout(sim: SimulatorThread, http: httpx.AsyncClient) -> None:
@@ -130,10 +131,7 @@ async def test_timeout(sim: SimulatorThread, http: httpx.AsyncClient) -> None:
         verdict = await verify_source(source("acme", TOKENS["ok"], sim.base_url), http, timeout=0.3)
     finally:
         sim.simulator.clear_faults()
-    assert not verdict.ok
-    assert verdict.kind == "timeout"
-    assert verdict.line.startswith("acme: timeout (no answer within 0.3s): ")
-    assert_no_token(verdict)
+    assert_failed(verdict, "timeout", "acme: timeout (no answer within 0.3s): ")
 
 
 @pytest.mark.parametrize(
