@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from streamapp.config import (
     SETTINGS_TABLE,
     Channel,
     Settings,
+    SourceConfig,
     SourceDefaults,
     Topics,
     load_settings,
@@ -47,6 +48,18 @@ HOOK = "https://hooks.example.com/services/T000/B000/hooksecret789"
 ROUTING = "routing-key-value-abcdef0123456789"
 SLACK = "https://hooks.slack.com/services/T/B/xyz-slack-secret"
 ALL_SECRETS = (TOKEN, SECRET, HOOK, "hooksecret789", ROUTING, SLACK)
+
+
+#: the one source the environment alone configures, with every default the contract gives
+CONTRACT = SourceConfig(
+    name="pagerduty",
+    credentials=ApiKey(Secret(TOKEN)),
+    api_url="https://api.pagerduty.com",
+    poll_interval=timedelta(seconds=60),
+    lookback=timedelta(hours=24),
+    health_check=timedelta(days=1),
+    overlap=timedelta(minutes=5),
+)
 
 
 def env(**values: str) -> dict[str, str]:
@@ -88,12 +101,7 @@ def test_defaults_match_the_contract() -> None:
     assert isinstance(settings, Settings)
     assert settings.broker is None
     (source,) = settings.sources
-    assert source.name == "pagerduty"
-    assert source.api_url == "https://api.pagerduty.com"
-    assert source.poll_interval == timedelta(seconds=60)
-    assert source.lookback == timedelta(hours=24)
-    assert source.health_check == timedelta(days=1)
-    assert source.overlap == timedelta(minutes=5)
+    assert source == CONTRACT
     assert source.channels == ()
     assert isinstance(source.credentials, ApiKey)
     assert source.credentials.token.reveal() == TOKEN
@@ -215,12 +223,15 @@ def test_all_variables_are_applied(tmp_path: Path) -> None:
     )
     assert settings.broker == "kafka://broker-1:9092"
     (source,) = settings.sources
-    assert source.name == "eu-prod"
-    assert source.api_url == "https://api.eu.pagerduty.com"
-    assert source.poll_interval == timedelta(seconds=30)
-    assert source.lookback == timedelta(days=7)
-    assert source.health_check == timedelta(hours=6)
-    assert source.overlap == timedelta(0)
+    assert source == replace(
+        CONTRACT,
+        name="eu-prod",
+        api_url="https://api.eu.pagerduty.com",
+        poll_interval=timedelta(seconds=30),
+        lookback=timedelta(days=7),
+        health_check=timedelta(hours=6),
+        overlap=timedelta(0),
+    )
     assert settings.app_id == "audit-app"
     assert settings.partitions == 3
     assert settings.store == "rocksdb://"
@@ -479,14 +490,15 @@ def test_toml_two_sources_with_oauth_and_channels(tmp_path: Path) -> None:
     path = write(tmp_path, TWO_SOURCES)
     us, eu = load_sources_file(path, defaults=SourceDefaults())
 
-    assert us.name == "prod-us"
+    assert replace(us, channels=()) == replace(
+        CONTRACT,
+        name="prod-us",
+        poll_interval=timedelta(minutes=2),  # from [defaults]
+        lookback=timedelta(days=3),
+        overlap=timedelta(0),
+    )  # health_check from the environment defaults
     assert isinstance(us.credentials, ApiKey)
     assert us.credentials.token.reveal() == TOKEN
-    assert us.api_url == "https://api.pagerduty.com"
-    assert us.poll_interval == timedelta(minutes=2)  # from [defaults]
-    assert us.lookback == timedelta(days=3)
-    assert us.health_check == timedelta(days=1)  # from the environment defaults
-    assert us.overlap == timedelta(0)
     webhook, slack, pagerduty = us.channels
     assert webhook == Channel(kind="webhook", name="ops-webhook", url=Secret(HOOK))
     assert slack.kind == "slack" and slack.name == "slack-1"
@@ -496,19 +508,20 @@ def test_toml_two_sources_with_oauth_and_channels(tmp_path: Path) -> None:
     assert pagerduty.events_url == DEFAULT_EVENTS_URL
     assert pagerduty.url is None
 
-    assert eu.name == "prod-eu"
-    assert eu.api_url == "https://api.eu.pagerduty.com"
-    assert eu.poll_interval == timedelta(seconds=45)
-    assert eu.lookback == timedelta(days=365)
-    assert eu.health_check == timedelta(hours=12)
-    assert eu.overlap == timedelta(minutes=5)
-    assert eu.channels == ()
-    assert eu.credentials == OAuthClient(
-        client_id="client-abc",
-        client_secret=Secret(SECRET),
-        subdomain="acme",
-        region="eu",  # inferred from the EU api_url
-        token_url=DEFAULT_TOKEN_URL,
+    assert eu == replace(
+        CONTRACT,
+        name="prod-eu",
+        credentials=OAuthClient(
+            client_id="client-abc",
+            client_secret=Secret(SECRET),
+            subdomain="acme",
+            region="eu",  # inferred from the EU api_url
+            token_url=DEFAULT_TOKEN_URL,
+        ),
+        api_url="https://api.eu.pagerduty.com",
+        poll_interval=timedelta(seconds=45),
+        lookback=timedelta(days=365),
+        health_check=timedelta(hours=12),
     )
 
 
@@ -531,11 +544,8 @@ def test_toml_environment_defaults_apply(tmp_path: Path) -> None:
         overlap=timedelta(seconds=30),
     )
     (source,) = load_sources_file(path, defaults=defaults)
-    assert source.api_url == "http://127.0.0.1:9000"
-    assert source.poll_interval == timedelta(seconds=5)
-    assert source.lookback == timedelta(hours=1)
-    assert source.health_check == timedelta(hours=2)
-    assert source.overlap == timedelta(seconds=30)
+    for name in ("api_url", "poll_interval", "lookback", "health_check", "overlap"):
+        assert getattr(source, name) == getattr(defaults, name), name
 
 
 def test_toml_defaults_notifications_apply_to_sources_without_their_own(tmp_path: Path) -> None:
