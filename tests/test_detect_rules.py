@@ -366,48 +366,32 @@ def test_overrides_tune_each_source_and_star_sets_every_source() -> None:
 
 def test_a_rule_disabled_in_the_file_is_off_everywhere_unless_a_source_enables_it() -> None:
     rules = parse_rules(
-        """
-        builtin = false
-        [[rules]]
-        id = "quiet_rule"
-        title = "Quiet"
-        severity = "info"
-        description = "Off by default."
-        enabled = false
-        [[rules.match]]
-        action = "delete"
-        [overrides."prod-us".quiet_rule]
-        enabled = true
-        """
+        document(
+            builtin=False,
+            rules=[rule(id="quiet_rule", enabled=False)],
+            overrides={"prod-us": {"quiet_rule": {"enabled": True}}},
+        )
     )
     assert [r.id for r in rules.for_source("prod-us")] == ["quiet_rule"]
     assert rules.for_source("prod-eu") == ()
 
 
 def test_matcher_values_read_like_routing_rules() -> None:
-    rules = parse_rules(
-        """
-        builtin = false
-        [[rules]]
-        id = "typed"
-        title = "Typed"
-        severity = "info"
-        description = "Types with or without _reference, any case."
-        [[rules.match]]
-        resource_type = ["USER_reference", "team"]
-        actor_type = "api_key_reference"
-        change = { field = "Role", to = "ADMIN" }
-        reference = { list = "members", side = "any", type = "User*" }
-        """
-    )
-    [clause] = rules.rules[0].match
-    assert dict(clause.values) == {
+    clause = {
+        "resource_type": ["USER_reference", "team"],
+        "actor_type": "api_key_reference",
+        "change": {"field": "Role", "to": "ADMIN"},
+        "reference": {"list": "members", "side": "any", "type": "User*"},
+    }
+    rules = parse_rules(document(builtin=False, rules=[rule(id="typed", match=[clause])]))
+    [matcher] = rules.rules[0].match
+    assert dict(matcher.values) == {
         "resource_type": frozenset({"user", "team"}),
         "actor_type": frozenset({"api_key"}),
     }
-    assert clause.change is not None and clause.change.fields == frozenset({"role"})
-    assert clause.change.to == frozenset({"admin"})
-    assert clause.reference is not None and clause.reference.types == ("user*",)
+    assert matcher.change is not None and matcher.change.fields == frozenset({"role"})
+    assert matcher.change.to == frozenset({"admin"})
+    assert matcher.reference is not None and matcher.reference.types == ("user*",)
 
 
 # --- any input: ConfigError or a rule set, nothing else ---------------------------------------
