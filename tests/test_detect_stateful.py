@@ -26,51 +26,48 @@ from streamapp.core.detect.rules import Rule
 from streamapp.core.detect.stateful import BurstState, FirstSeenState
 from streamapp.core.enrich import enrich
 from streamapp.core.output import OutputDocument
+from tests.helpers import toml_document
 
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+
+def first_seen(rule_id: str, title: str, description: str, track: str) -> dict[str, Any]:
+    """A first_seen rule of ``track`` per actor (rules files as dicts: ``toml_document``)."""
+    return {
+        "id": rule_id,
+        "title": title,
+        "severity": "low",
+        "description": description,
+        "kind": "first_seen",
+        "track": track,
+        "group_by": ["actor_id"],
+    }
+
+
+BURST3: dict[str, Any] = {
+    "id": "burst3",
+    "title": "Three deletions",
+    "severity": "high",
+    "attack": "T1485",
+    "description": "Three deletions by one actor within ten minutes.",
+    "kind": "burst",
+    "threshold": 3,
+    "window": "10m",
+    "match": [{"action": "delete"}],
+}
+NEW_METHOD = first_seen("new_method", "New method", "A method new for the actor.", "auth_method")
+NEW_IP = first_seen("new_ip", "New address", "An address new for the actor.", "src_ip")
 RULES = parse_rules(
-    """
-    builtin = false
-
-    [[rules]]
-    id = "burst3"
-    title = "Three deletions"
-    severity = "high"
-    attack = "T1485"
-    description = "Three deletions by one actor within ten minutes."
-    kind = "burst"
-    threshold = 3
-    window = "10m"
-    [[rules.match]]
-    action = "delete"
-
-    [[rules]]
-    id = "new_method"
-    title = "New method"
-    severity = "low"
-    description = "A method new for the actor."
-    kind = "first_seen"
-    track = "auth_method"
-    group_by = ["actor_id"]
-    retention = "30d"
-
-    [[rules]]
-    id = "new_ip"
-    title = "New address"
-    severity = "low"
-    description = "An address new for the actor."
-    kind = "first_seen"
-    track = "src_ip"
-    group_by = ["actor_id"]
-    retention = "30d"
-    learn_first = true
-    max_values = 3
-
-    [overrides."prod-eu".burst3]
-    threshold = 5
-    """
+    toml_document(
+        builtin=False,
+        rules=[
+            BURST3,
+            {**NEW_METHOD, "retention": "30d"},
+            {**NEW_IP, "retention": "30d", "learn_first": True, "max_values": 3},
+        ],
+        overrides={"prod-eu": {"burst3": {"threshold": 5}}},
+    )
 )
 BURST = RULES.for_source("prod-us")[0]
 METHOD = RULES.for_source("prod-us")[1]
@@ -369,37 +366,10 @@ RECORDS = st.lists(
     ),
     max_size=40,
 )
+#: unbounded first sightings (no max_values): a value seen is never forgotten, so a
+#: redelivered record can never look new again
 DETECTOR_RULES = parse_rules(
-    """
-    builtin = false
-    [[rules]]
-    id = "burst3"
-    title = "Three deletions"
-    severity = "high"
-    description = "Three deletions by one actor within ten minutes."
-    kind = "burst"
-    threshold = 3
-    window = "10m"
-    [[rules.match]]
-    action = "delete"
-    [[rules]]
-    id = "new_ip"
-    title = "New address"
-    severity = "low"
-    description = "An address new for the actor."
-    kind = "first_seen"
-    track = "src_ip"
-    group_by = ["actor_id"]
-    learn_first = true
-    [[rules]]
-    id = "new_method"
-    title = "New method"
-    severity = "low"
-    description = "A method new for the actor."
-    kind = "first_seen"
-    track = "auth_method"
-    group_by = ["actor_id"]
-    """
+    toml_document(builtin=False, rules=[BURST3, {**NEW_IP, "learn_first": True}, NEW_METHOD])
 )
 
 
