@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+
+from tests.threaded_http import ThreadedHttpServer
 
 MiB = 1024 * 1024
 
@@ -198,8 +199,10 @@ def gzip_bomb_chunks(inflated: int, block: int = MiB) -> Iterator[bytes]:
 
 
 @dataclass
-class HostileServer:
+class HostileServer(ThreadedHttpServer):
     """``with HostileServer(records, script=[...]) as server: server.base_url ...``"""
+
+    handler_cancellation = True
 
     records: list[dict[str, Any]] = field(default_factory=list)
     script: list[Answer] = field(default_factory=list)
@@ -208,10 +211,7 @@ class HostileServer:
     requests: list[RequestLog] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._lock = threading.Lock()
-        self._runner: web.AppRunner | None = None
+        super().__post_init__()
         self._encoded: list[tuple[datetime, str, bytes]] = []
         self._script = list(self.script)
         #: cursors an endless walk handed out: a request carrying one continues the walk
@@ -405,28 +405,3 @@ class HostileServer:
     ) -> web.StreamResponse:
         headers = {"Content-Encoding": "gzip"}
         return await self._stream(request, entry, gzip_bomb_chunks(bomb.inflated), headers)
-
-    # --- lifecycle ------------------------------------------------------------------------
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def __enter__(self) -> HostileServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def _stop() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)

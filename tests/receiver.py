@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.threaded_http import ThreadedHttpServer
 
 
 @dataclass
@@ -22,15 +23,10 @@ class Received:
 
 
 @dataclass
-class ReceiverThread:
+class ReceiverThread(ThreadedHttpServer):
+    method = "POST"
     received: list[Received] = field(default_factory=list)
     port: int = 0
-
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._lock = threading.Lock()
-        self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -46,32 +42,9 @@ class ReceiverThread:
             return web.json_response({"error": "boom"}, status=500)
         return web.json_response({"status": "success"}, status=202)
 
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_route("POST", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def bodies(self, prefix: str) -> list[Any]:
         with self._lock:
             return [r.body for r in self.received if r.path.startswith(prefix)]
-
-    def __enter__(self) -> ReceiverThread:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def _stop() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
