@@ -18,10 +18,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict, Unpack
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streamapp.core.models import RawEnvelope
 from streamapp.devtools.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +51,14 @@ def docker_answers() -> bool:
         return True
     except Exception:
         return False
+
+
+class ReadOptions(TypedDict, total=False):
+    """How ``read_topic`` reads: what its keyword arguments mean is said there."""
+
+    until_count: int | None
+    timeout: float
+    idle: float
 
 
 @dataclass
@@ -78,6 +89,10 @@ class Kafka:
             "STREAMAPP_TOPIC_NOTIFICATIONS": self.topic("notifications"),
             "STREAMAPP_TOPIC_DLQ": self.topic("pagerduty_audit_logs_dlq"),
         }
+
+    async def read(self, base: str, **how: Unpack[ReadOptions]) -> list:
+        """``read_topic`` of this test's topic ``base`` (``until_count``, ``timeout``, ``idle``)."""
+        return await read_topic(self.bootstrap, self.topic(base), **how)
 
 
 @contextmanager
@@ -245,6 +260,29 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         await admin.close()
 
 
-def embedded_kafka(tmp_path: Path) -> tuple[EmbeddedBroker, Kafka]:
-    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
-    return broker, Kafka(url=broker.url, kind="embedded")
+def assert_raw_envelopes(messages: list, records: list[dict[str, Any]], source: str) -> None:
+    """Each raw-topic message is its record byte-exact in an envelope of ``source``, keyed by
+    the record's id, with the source in a header (the poller's and backfill's contract)."""
+    by_id = {r["id"]: r for r in records}
+    for message in messages:
+        envelope = msgspec.json.decode(message.value, type=RawEnvelope)
+        assert envelope.source_name == source
+        assert msgspec.json.decode(bytes(envelope.record)) == by_id[message.key.decode()]
+        assert dict(message.headers)["source_name"] == source.encode()
+
+
+@contextmanager
+def kafka_broker(
+    shared_url: str | None, tmp_path: Path, *, kcat_proxy: bool = False
+) -> Iterator[Kafka]:
+    """The session's shared broker (``shared_url``) or, when there is none, an embedded
+    Tansu logging into ``tmp_path`` (behind make run's proxy for kcat if asked), stopped on
+    the way out."""
+    if shared_url is not None:
+        yield Kafka(url=shared_url, kind="shared")
+        return
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log", kcat_proxy=kcat_proxy).start()
+    try:
+        yield Kafka(url=broker.url, kind="embedded")
+    finally:
+        broker.stop()

@@ -17,9 +17,9 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -27,7 +27,7 @@ import msgspec
 import pytest
 
 from streamapp.devtools.simulator import SimulatorThread, generate_records
-from tests.kafka_harness import REPO, Kafka, Worker, embedded_kafka, read_topic
+from tests.kafka_harness import REPO, Kafka, Worker, read_topic
 
 pytestmark = pytest.mark.broker
 
@@ -93,9 +93,7 @@ async def wait_for_notifications(
     deadline = time.monotonic() + timeout
     notes: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        messages = await read_topic(
-            kafka.bootstrap, kafka.topic("notifications"), timeout=5, idle=0.5
-        )
+        messages = await kafka.read("notifications", timeout=5, idle=0.5)
         notes = [json.loads(m.value) for m in messages]
         if kinds <= {n["kind"] for n in notes}:
             return notes
@@ -136,15 +134,12 @@ async def run(kafka: Kafka, sim: SimulatorThread, worker: Worker) -> dict[str, l
 
 
 @pytest.fixture(scope="module")
-def emitted(
-    _shared_broker_url: str | None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Emitted]:
-    tmp = tmp_path_factory.mktemp("live-schemas")
-    broker = None
-    if _shared_broker_url is None:
-        broker, kafka = embedded_kafka(tmp)
-    else:
-        kafka = Kafka(url=_shared_broker_url, kind="shared")
+def emitted(module_kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Emitted:
+    return emit(module_kafka, tmp_path_factory.mktemp("live-schemas"))
+
+
+def emit(kafka: Kafka, tmp: Path) -> Emitted:
+    """A worker's run over generated and odd records: what it wrote on every topic."""
     routes = tmp / "routes.toml"
     routes.write_text(
         f'[[routes]]\ntopic = "{kafka.topic("pagerduty_audit_logs")}.user_access"\n'
@@ -154,38 +149,34 @@ def emitted(
     records = generate_records(
         RECORDS, start=now - timedelta(hours=5), end=now - timedelta(hours=1), seed=5
     )
-    try:
-        with SimulatorThread(tokens={TOKEN: "ok"}) as sim:
-            sim.add_records([*records, *odd_records(records[0])])
-            env = {
-                **kafka.env(),
-                "PAGERDUTY_API_TOKEN": TOKEN,
-                "PAGERDUTY_API_URL": sim.base_url,
-                "PAGERDUTY_SOURCE_NAME": "sim",
-                "PAGERDUTY_POLL_INTERVAL": "1",
-                "PAGERDUTY_LOOKBACK": "6h",
-                "PAGERDUTY_HEALTH_CHECK": "30m",
-                "STREAMAPP_PARTITIONS": str(PARTITIONS),
-                "STREAMAPP_OCSF": "true",
-                "STREAMAPP_TOPIC_OCSF": kafka.topic("pagerduty_audit_logs.ocsf"),
-                "STREAMAPP_ECS": "true",
-                "STREAMAPP_TOPIC_ECS": kafka.topic("pagerduty_audit_logs.ecs"),
-                "STREAMAPP_DETECTIONS": "true",
-                "STREAMAPP_TOPIC_FINDINGS": kafka.topic("pagerduty_audit_findings"),
-                "PAGERDUTY_NOTIFY_FINDINGS": "high",
-                "STREAMAPP_ROUTES_FILE": str(routes),
-                "STREAMAPP_HTTP_RETRY_BASE": "0.05",
-            }
-            worker = Worker(env, tmp / "worker.log").start()
-            try:
-                values = asyncio.run(run(kafka, sim, worker))
-            finally:
-                worker.stop()
-        assert "Traceback" not in worker.log(), worker.log()[-4000:]
-        yield Emitted(kafka=kafka, values=values)
-    finally:
-        if broker is not None:
-            broker.stop()
+    with SimulatorThread(tokens={TOKEN: "ok"}) as sim:
+        sim.add_records([*records, *odd_records(records[0])])
+        env = {
+            **kafka.env(),
+            "PAGERDUTY_API_TOKEN": TOKEN,
+            "PAGERDUTY_API_URL": sim.base_url,
+            "PAGERDUTY_SOURCE_NAME": "sim",
+            "PAGERDUTY_POLL_INTERVAL": "1",
+            "PAGERDUTY_LOOKBACK": "6h",
+            "PAGERDUTY_HEALTH_CHECK": "30m",
+            "STREAMAPP_PARTITIONS": str(PARTITIONS),
+            "STREAMAPP_OCSF": "true",
+            "STREAMAPP_TOPIC_OCSF": kafka.topic("pagerduty_audit_logs.ocsf"),
+            "STREAMAPP_ECS": "true",
+            "STREAMAPP_TOPIC_ECS": kafka.topic("pagerduty_audit_logs.ecs"),
+            "STREAMAPP_DETECTIONS": "true",
+            "STREAMAPP_TOPIC_FINDINGS": kafka.topic("pagerduty_audit_findings"),
+            "PAGERDUTY_NOTIFY_FINDINGS": "high",
+            "STREAMAPP_ROUTES_FILE": str(routes),
+            "STREAMAPP_HTTP_RETRY_BASE": "0.05",
+        }
+        worker = Worker(env, tmp / "worker.log").start()
+        try:
+            values = asyncio.run(run(kafka, sim, worker))
+        finally:
+            worker.stop()
+    assert "Traceback" not in worker.log(), worker.log()[-4000:]
+    return Emitted(kafka=kafka, values=values)
 
 
 def schema_problems(schema: dict[str, Any], values: list[bytes]) -> list[str]:

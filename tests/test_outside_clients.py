@@ -27,18 +27,19 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from streamapp.devtools.broker import EmbeddedBroker
 from streamapp.devtools.simulator import SimulatorThread, generate_records
-from tests.kafka_harness import Kafka, Worker, read_topic
+from tests.kafka_harness import Kafka, Worker
 
 pytestmark = pytest.mark.broker
+#: the module's broker (``module_kafka``): Tansu behind make run's proxy, for kcat
+KCAT_PROXY = True
 
 TOKEN = "outside-token-0123456789abcdef"
 PARTITIONS = 4
@@ -67,17 +68,12 @@ def malformed_record(template: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def live(
-    _shared_broker_url: str | None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Live]:
-    tmp = tmp_path_factory.mktemp("outside-clients")
-    broker = None
-    if _shared_broker_url is None:
-        # Tansu behind make run's compatibility proxy (kcat's librdkafka 2.0.2 needs it)
-        broker = EmbeddedBroker(log_path=tmp / "tansu.log", kcat_proxy=True).start()
-        kafka = Kafka(url=broker.url, kind="embedded")
-    else:
-        kafka = Kafka(url=_shared_broker_url, kind="shared")
+def live(module_kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Live:
+    return run_worker(module_kafka, tmp_path_factory.mktemp("outside-clients"))
+
+
+def run_worker(kafka: Kafka, tmp: Path) -> Live:
+    """A worker's run over generated records and a malformed one, checked as it ends."""
     output = kafka.topic("pagerduty_audit_logs")
     routes = tmp / "routes.toml"
     routes.write_text(f'[[routes]]\ntopic = "{output}.user_access"\ncategory = ["user_access"]\n')
@@ -98,36 +94,23 @@ def live(
         "STREAMAPP_ROUTES_FILE": str(routes),
         "STREAMAPP_HTTP_RETRY_BASE": "0.05",
     }
-    try:
-        with SimulatorThread(tokens={TOKEN: "ok"}) as sim:
-            sim.add_records([*records, bad])
-            env["PAGERDUTY_API_URL"] = sim.base_url
-            worker = Worker(env, tmp / "worker.log").start()
-            try:
-                out = asyncio.run(
-                    read_topic(kafka.bootstrap, output, until_count=RECORDS, timeout=90)
-                )
-                dead = asyncio.run(
-                    read_topic(
-                        kafka.bootstrap,
-                        kafka.topic("pagerduty_audit_logs_dlq"),
-                        until_count=1,
-                        timeout=30,
-                    )
-                )
-            finally:
-                worker.stop()
-        assert "Traceback" not in worker.log(), worker.log()[-4000:]
-        assert len(dead) == 1, "the malformed record should make exactly one dead letter"
-        assert dead[0].key == bad["id"].encode()
-        values = {json.loads(m.value)["id"]: m.value for m in out}
-        assert len(out) == RECORDS and set(values) == {r["id"] for r in records}
-        positions = {(m.partition, m.offset) for m in out}
-        assert len({p for p, _ in positions}) == PARTITIONS, "the records did not spread"
-        yield Live(kafka=kafka, output=output, values=values, positions=positions)
-    finally:
-        if broker is not None:
-            broker.stop()
+    with SimulatorThread(tokens={TOKEN: "ok"}) as sim:
+        sim.add_records([*records, bad])
+        env["PAGERDUTY_API_URL"] = sim.base_url
+        worker = Worker(env, tmp / "worker.log").start()
+        try:
+            out = asyncio.run(kafka.read("pagerduty_audit_logs", until_count=RECORDS, timeout=90))
+            dead = asyncio.run(kafka.read("pagerduty_audit_logs_dlq", until_count=1, timeout=30))
+        finally:
+            worker.stop()
+    assert "Traceback" not in worker.log(), worker.log()[-4000:]
+    assert len(dead) == 1, "the malformed record should make exactly one dead letter"
+    assert dead[0].key == bad["id"].encode()
+    values = {json.loads(m.value)["id"]: m.value for m in out}
+    assert len(out) == RECORDS and set(values) == {r["id"] for r in records}
+    positions = {(m.partition, m.offset) for m in out}
+    assert len({p for p, _ in positions}) == PARTITIONS, "the records did not spread"
+    return Live(kafka=kafka, output=output, values=values, positions=positions)
 
 
 # --- librdkafka through confluent-kafka ---------------------------------------------------
