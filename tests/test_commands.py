@@ -29,11 +29,11 @@ from streamapp.core.backfill import (
 )
 from streamapp.core.enrich import encode_document, enrich
 from streamapp.core.errors import ConfigError
-from streamapp.core.models import Checkpoint, RawEnvelope
+from streamapp.core.models import Checkpoint
 from streamapp.core.windows import EDGE, Window
 from streamapp.devtools.simulator import FaultRule, SimulatorThread, generate_records
 from streamapp.kafka.clients import bootstrap_servers
-from tests.kafka_harness import REPO, Kafka, create_topics, read_topic
+from tests.kafka_harness import REPO, Kafka, assert_raw_envelopes, create_topics
 
 TOKEN = "sim-token-commands-0123456789"
 DAY = timedelta(days=1)
@@ -291,22 +291,13 @@ async def test_backfill_publishes_every_record_and_resumes_after_a_failed_window
         assert "nothing to walk" in third.stderr
         assert [r for r in sim.requests if r.path == "/audit/records"] == []
 
-    messages = await read_topic(
-        kafka.bootstrap,
-        kafka.topic("pagerduty_audit_logs_raw"),
-        until_count=len(records),
-        timeout=30,
-        idle=1,
+    messages = await kafka.read(
+        "pagerduty_audit_logs_raw", until_count=len(records), timeout=30, idle=1
     )
     ids = [m.key.decode() for m in messages]
     assert set(ids) == expected
     # the poller's envelope: the record byte-exact, keyed by id, source header
-    by_id = {r["id"]: r for r in records}
-    for message in messages[:50]:
-        envelope = msgspec.json.decode(message.value, type=RawEnvelope)
-        assert envelope.source_name == "sim"
-        assert msgspec.json.decode(bytes(envelope.record)) == by_id[message.key.decode()]
-        assert dict(message.headers)["source_name"] == b"sim"
+    assert_raw_envelopes(messages[:50], records, "sim")
     # window 2's first pages were sent before the failure and again on resume: dedupe's job
     assert len(ids) <= len(records) + 200
 

@@ -53,9 +53,7 @@ async def findings(kafka: Kafka, rule: str, *, expect: int, timeout: float) -> l
     deadline = time.monotonic() + timeout
     found: list[dict] = []
     while time.monotonic() < deadline:
-        messages = await read_topic(
-            kafka.bootstrap, kafka.topic("pagerduty_audit_findings"), timeout=10, idle=1.0
-        )
+        messages = await kafka.read("pagerduty_audit_findings", timeout=10, idle=1.0)
         found = [json.loads(m.value) for m in messages]
         if sum(f["rule_id"] == rule for f in found) >= expect:
             break
@@ -86,9 +84,7 @@ async def test_a_burst_of_deletions_split_by_a_sigkill_makes_exactly_one_finding
         env = worker_env(kafka, sim.base_url)
         worker = Worker(env, tmp_path / "worker-1.log").start()
         try:
-            out = await read_topic(
-                kafka.bootstrap, kafka.topic("pagerduty_audit_logs"), until_count=6, timeout=90
-            )
+            out = await kafka.read("pagerduty_audit_logs", until_count=6, timeout=90)
             assert len(out) == 6
             await state_written(kafka, "deletion_burst", timeout=60)
         finally:

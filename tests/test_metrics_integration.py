@@ -13,7 +13,7 @@ import pytest
 
 from streamapp.devtools.broker import free_port
 from streamapp.devtools.simulator import SimulatorThread, generate_records
-from tests.kafka_harness import Kafka, Worker, read_topic
+from tests.kafka_harness import Kafka, Worker
 from tests.receiver import ReceiverThread
 
 pytestmark = pytest.mark.broker
@@ -75,32 +75,19 @@ async def test_metrics_match_what_was_produced(kafka: Kafka, tmp_path: Path):
         worker = Worker(env, tmp_path / "worker.log")
         worker.start()  # STREAMAPP_WEB_PORT set: the harness starts the web server on it
         try:
-            out = await read_topic(
-                kafka.bootstrap,
-                kafka.topic("pagerduty_audit_logs"),
-                until_count=len(records),
-                timeout=90,
-            )
-            dead = await read_topic(
-                kafka.bootstrap, kafka.topic("pagerduty_audit_logs_dlq"), until_count=2, timeout=30
-            )
+            out = await kafka.read("pagerduty_audit_logs", until_count=len(records), timeout=90)
+            dead = await kafka.read("pagerduty_audit_logs_dlq", until_count=2, timeout=30)
             # a replay of one record, as a repeated window would send it
             first = next(
                 m
-                for m in await read_topic(
-                    kafka.bootstrap,
-                    kafka.topic("pagerduty_audit_logs_raw"),
-                    until_count=2,
-                    timeout=30,
-                    idle=0,
+                for m in await kafka.read(
+                    "pagerduty_audit_logs_raw", until_count=2, timeout=30, idle=0
                 )
                 if m.key != b"no-method-record"
             )
             await produce_raw(kafka, first.key, first.value)
             await asyncio.sleep(2)
-            raw = await read_topic(
-                kafka.bootstrap, kafka.topic("pagerduty_audit_logs_raw"), timeout=30, idle=1
-            )
+            raw = await kafka.read("pagerduty_audit_logs_raw", timeout=30, idle=1)
             for _ in range(100):  # the stale alert, delivered to the webhook
                 if receiver.bodies("/ok/hook"):
                     break

@@ -72,12 +72,7 @@ async def test_every_spec_example_becomes_its_golden_output_document(kafka: Kafk
     await produce(kafka, messages)
     worker = Worker(pipeline_env(kafka), tmp_path / "worker.log").start()
     try:
-        out = await read_topic(
-            kafka.bootstrap,
-            kafka.topic("pagerduty_audit_logs"),
-            until_count=len(inputs),
-            timeout=90,
-        )
+        out = await kafka.read("pagerduty_audit_logs", until_count=len(inputs), timeout=90)
     finally:
         worker.stop()
     schema = json.loads((REPO / "schemas" / "pagerduty_audit_logs.schema.json").read_text())
@@ -105,18 +100,10 @@ async def test_same_id_three_times_and_a_replayed_window_give_one_output_each(
     await produce(kafka, first * 3)  # the same ids three times
     worker = Worker(pipeline_env(kafka), tmp_path / "worker.log").start()
     try:
-        await read_topic(
-            kafka.bootstrap, kafka.topic("pagerduty_audit_logs"), until_count=len(ids), timeout=90
-        )
+        await kafka.read("pagerduty_audit_logs", until_count=len(ids), timeout=90)
         await produce(kafka, first)  # the poller repeating a window later
         await asyncio.sleep(3)
-        out = await read_topic(
-            kafka.bootstrap,
-            kafka.topic("pagerduty_audit_logs"),
-            until_count=len(ids),
-            timeout=30,
-            idle=3,
-        )
+        out = await kafka.read("pagerduty_audit_logs", until_count=len(ids), timeout=30, idle=3)
     finally:
         worker.stop()
     counts = Counter(json.loads(m.value)["id"] for m in out)
@@ -138,15 +125,8 @@ async def test_garbage_goes_to_the_dead_letter_topic_with_reason_and_bytes(
     await produce(kafka, [*garbage, (b"PDRECORDID1_TEAM_CREATED", envelope(good))])
     worker = Worker(pipeline_env(kafka), tmp_path / "worker.log").start()
     try:
-        dead = await read_topic(
-            kafka.bootstrap,
-            kafka.topic("pagerduty_audit_logs_dlq"),
-            until_count=len(garbage),
-            timeout=90,
-        )
-        out = await read_topic(
-            kafka.bootstrap, kafka.topic("pagerduty_audit_logs"), until_count=1, timeout=30
-        )
+        dead = await kafka.read("pagerduty_audit_logs_dlq", until_count=len(garbage), timeout=90)
+        out = await kafka.read("pagerduty_audit_logs", until_count=1, timeout=30)
     finally:
         worker.stop()
     assert len(out) == 1
@@ -236,26 +216,14 @@ async def test_rocksdb_store_routes_ocsf_and_expiry_keep_only_recent_ids(
     await produce(kafka, old)
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
-        out = await read_topic(
-            kafka.bootstrap, kafka.topic("pagerduty_audit_logs"), until_count=len(old), timeout=90
-        )
-        ocsf = await read_topic(
-            kafka.bootstrap,
-            kafka.topic("pagerduty_audit_logs.ocsf"),
-            until_count=len(old),
-            timeout=30,
-        )
+        out = await kafka.read("pagerduty_audit_logs", until_count=len(old), timeout=90)
+        ocsf = await kafka.read("pagerduty_audit_logs.ocsf", until_count=len(old), timeout=30)
         routed = await read_topic(
             kafka.bootstrap, kafka.topic("pagerduty_audit_logs") + ".user_access", timeout=10
         )
         await worker.await_log("dedupe: forgot", timeout=60)
         await produce(kafka, recent)
-        await read_topic(
-            kafka.bootstrap,
-            kafka.topic("pagerduty_audit_logs"),
-            until_count=len(old) + len(recent),
-            timeout=30,
-        )
+        await kafka.read("pagerduty_audit_logs", until_count=len(old) + len(recent), timeout=30)
         await asyncio.sleep(2)
         entries = await read_topic(kafka.bootstrap, changelog, timeout=30, idle=2)
     finally:
