@@ -6,15 +6,17 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import msgspec
 import pytest
 
-from streamapp.core.models import RawEnvelope
 from streamapp.devtools.simulator import FaultRule, SimulatorThread, generate_records
-from tests.kafka_harness import REPO, Kafka, Worker, read_topic
+from tests.helpers import fresh_record
+from tests.kafka_harness import REPO, Kafka, Worker, assert_raw_envelopes
 
 pytestmark = pytest.mark.broker
 
@@ -46,14 +48,33 @@ def ids_of(messages: list) -> list[str]:
 async def raw_ids(
     kafka: Kafka, expected: int, timeout: float = 90.0, idle: float = 1.0
 ) -> list[str]:
-    messages = await read_topic(
-        kafka.bootstrap,
-        kafka.topic("pagerduty_audit_logs_raw"),
-        until_count=expected,
-        timeout=timeout,
-        idle=idle,
+    messages = await kafka.read(
+        "pagerduty_audit_logs_raw", until_count=expected, timeout=timeout, idle=idle
     )
     return ids_of(messages)
+
+
+@contextmanager
+def polling(
+    kafka: Kafka,
+    records: list[dict],
+    log: Path,
+    *,
+    faults: Sequence[FaultRule] = (),
+    simulator: Mapping[str, Any] | None = None,
+    **extra: str,
+) -> Iterator[tuple[SimulatorThread, Worker]]:
+    """A simulator serving ``records`` (failing as ``faults`` say from the start) and a
+    worker polling it with ``worker_env(..., **extra)``; the worker is stopped on the way out."""
+    with SimulatorThread(tokens={TOKEN: "ok"}, **(simulator or {})) as sim:
+        sim.add_records(records)
+        for fault in faults:
+            sim.add_fault(fault)
+        worker = Worker(worker_env(kafka, sim.base_url, **extra), log).start()
+        try:
+            yield sim, worker
+        finally:
+            worker.stop()
 
 
 def history(count: int, days: float = 3.0, seed: int = 7) -> list[dict]:
@@ -66,34 +87,20 @@ def history(count: int, days: float = 3.0, seed: int = 7) -> list[dict]:
 
 async def test_three_day_history_arrives_on_raw_topic_complete(kafka: Kafka, tmp_path: Path):
     records = history(4000)
-    with SimulatorThread(tokens={TOKEN: "ok"}) as sim:
-        sim.add_records(records)
-        worker = Worker(worker_env(kafka, sim.base_url), tmp_path / "worker.log").start()
-        try:
-            started = time.monotonic()
-            ids = await raw_ids(kafka, len(records))
-            elapsed = time.monotonic() - started
-        finally:
-            worker.stop()
+    with polling(kafka, records, tmp_path / "worker.log"):
+        started = time.monotonic()
+        ids = await raw_ids(kafka, len(records))
+        elapsed = time.monotonic() - started
     assert sorted(set(ids)) == sorted(r["id"] for r in records)
     print(
         f"\n3-day backfill: {len(records)} records in {elapsed:.1f}s "
         f"(incl. worker start) = {len(records) / elapsed:.0f} records/s"
     )
     # every raw message is the record byte-exact inside its envelope, keyed by id
-    messages = await read_topic(
-        kafka.bootstrap,
-        kafka.topic("pagerduty_audit_logs_raw"),
-        until_count=len(ids),
-        timeout=30,
-        idle=0.5,
+    messages = await kafka.read(
+        "pagerduty_audit_logs_raw", until_count=len(ids), timeout=30, idle=0.5
     )
-    by_id = {r["id"]: r for r in records}
-    for message in messages[:200]:
-        envelope = msgspec.json.decode(message.value, type=RawEnvelope)
-        assert envelope.source_name == "sim"
-        assert msgspec.json.decode(bytes(envelope.record)) == by_id[message.key.decode()]
-        assert dict(message.headers)["source_name"] == b"sim"
+    assert_raw_envelopes(messages[:200], records, "sim")
 
 
 @pytest.mark.parametrize(
@@ -111,20 +118,19 @@ async def test_fault_on_page_k_of_a_window_loses_nothing_once_it_clears(
     # one window (1 day, 1000 records = 10 pages); the fault outlasts the client's retries,
     # so the first poll fails after sending pages 1-2: the checkpoint must stay put
     records = history(1000, days=0.5)
-    with SimulatorThread(tokens={TOKEN: "ok"}, rate_limit_per_minute=None) as sim:
-        sim.add_records(records)
-        sim.add_fault(fault)
-        env = worker_env(
-            kafka, sim.base_url, PAGERDUTY_LOOKBACK="12h", STREAMAPP_HTTP_RETRY_ATTEMPTS="3"
-        )
-        worker = Worker(env, tmp_path / "worker.log").start()
-        try:
-            await worker.await_log("failed (", timeout=90)
-            assert "checkpoint source=sim" not in worker.log().split("failed (")[0]
-            ids = await raw_ids(kafka, len(records))
-            await worker.await_log("checkpoint source=sim", timeout=30)
-        finally:
-            worker.stop()
+    with polling(
+        kafka,
+        records,
+        tmp_path / "worker.log",
+        faults=[fault],
+        simulator={"rate_limit_per_minute": None},
+        PAGERDUTY_LOOKBACK="12h",
+        STREAMAPP_HTTP_RETRY_ATTEMPTS="3",
+    ) as (_, worker):
+        await worker.await_log("failed (", timeout=90)
+        assert "checkpoint source=sim" not in worker.log().split("failed (")[0]
+        ids = await raw_ids(kafka, len(records))
+        await worker.await_log("checkpoint source=sim", timeout=30)
     assert set(ids) == {r["id"] for r in records}
 
 
@@ -190,28 +196,16 @@ async def test_ties_and_late_visible_records_are_not_lost(kafka: Kafka, tmp_path
 async def test_no_request_before_ratelimit_reset_has_passed(kafka: Kafka, tmp_path: Path):
     records = history(800, days=0.5)
     reset = 3
-    with SimulatorThread(tokens={TOKEN: "ok"}) as sim:
-        sim.add_records(records)
-        sim.add_fault(
-            FaultRule(
-                status=429,
-                times=2,
-                page=2,
-                headers={
-                    "ratelimit-reset": str(reset),
-                    "ratelimit-limit": "960",
-                    "ratelimit-remaining": "0",
-                },
-            )
-        )
-        worker = Worker(
-            worker_env(kafka, sim.base_url, PAGERDUTY_LOOKBACK="12h"), tmp_path / "worker.log"
-        ).start()
-        try:
-            ids = await raw_ids(kafka, len(records))
-        finally:
-            worker.stop()
-        log = [r for r in sim.requests if r.path == "/audit/records"]
+    limits = {"ratelimit-reset": str(reset), "ratelimit-limit": "960", "ratelimit-remaining": "0"}
+    with polling(
+        kafka,
+        records,
+        tmp_path / "worker.log",
+        faults=[FaultRule(status=429, times=2, page=2, headers=limits)],
+        PAGERDUTY_LOOKBACK="12h",
+    ) as (sim, _):
+        ids = await raw_ids(kafka, len(records))
+    log = [r for r in sim.requests if r.path == "/audit/records"]
     assert set(ids) == {r["id"] for r in records}
     limited = [i for i, r in enumerate(log) if r.status == 429]
     assert len(limited) == 2
@@ -223,21 +217,14 @@ async def test_no_request_before_ratelimit_reset_has_passed(kafka: Kafka, tmp_pa
 
 async def test_idle_poll_costs_one_request(kafka: Kafka, tmp_path: Path):
     records = history(50, days=0.2)
-    with SimulatorThread(tokens={TOKEN: "ok"}) as sim:
-        sim.add_records(records)
-        worker = Worker(
-            worker_env(kafka, sim.base_url, PAGERDUTY_LOOKBACK="6h"), tmp_path / "worker.log"
-        ).start()
-        try:
-            await raw_ids(kafka, len(records))
-            await worker.await_log("checkpoint source=sim", count=3, timeout=60)
-            polls_before = worker.log().count("poll source=sim")
-            sim.clear_requests()
-            await worker.await_log("poll source=sim", count=polls_before + 3, timeout=60)
-            polls = worker.log().count("poll source=sim") - polls_before
-            requests = [r for r in sim.requests if r.path == "/audit/records"]
-        finally:
-            worker.stop()
+    with polling(kafka, records, tmp_path / "worker.log", PAGERDUTY_LOOKBACK="6h") as (sim, worker):
+        await raw_ids(kafka, len(records))
+        await worker.await_log("checkpoint source=sim", count=3, timeout=60)
+        polls_before = worker.log().count("poll source=sim")
+        sim.clear_requests()
+        await worker.await_log("poll source=sim", count=polls_before + 3, timeout=60)
+        polls = worker.log().count("poll source=sim") - polls_before
+        requests = [r for r in sim.requests if r.path == "/audit/records"]
     # requests in flight at the edges of the count are bounded by one poll
     assert len(requests) <= polls + 1
     assert len(requests) >= polls
@@ -247,36 +234,20 @@ async def test_idle_poll_costs_one_request(kafka: Kafka, tmp_path: Path):
 async def test_a_new_record_reaches_the_raw_topic_within_one_poll_interval(
     kafka: Kafka, tmp_path: Path
 ):
-    with SimulatorThread(tokens={TOKEN: "ok"}) as sim:
-        sim.add_records(history(20, days=0.1))
-        worker = Worker(
-            worker_env(kafka, sim.base_url, PAGERDUTY_LOOKBACK="6h"), tmp_path / "worker.log"
-        ).start()
-        try:
-            await raw_ids(kafka, 20)
-            delays = []
-            for i in range(3):
-                fresh = generate_records(
-                    1,
-                    start=datetime.now(UTC) - timedelta(seconds=1),
-                    end=datetime.now(UTC),
-                    seed=100 + i,
-                )
-                sim.add_records(fresh)
-                added = time.monotonic()
-                # the raw topic also holds repeats of the overlap: wait for this very id
-                while fresh[0]["id"] not in ids_of(
-                    await read_topic(
-                        kafka.bootstrap,
-                        kafka.topic("pagerduty_audit_logs_raw"),
-                        timeout=30,
-                        idle=0.2,
-                    )
-                ):
-                    assert time.monotonic() - added < 30, "the new record never arrived"
-                delays.append(time.monotonic() - added)
-        finally:
-            worker.stop()
+    records = history(20, days=0.1)
+    with polling(kafka, records, tmp_path / "worker.log", PAGERDUTY_LOOKBACK="6h") as (sim, _):
+        await raw_ids(kafka, 20)
+        delays = []
+        for i in range(3):
+            fresh = fresh_record(seed=100 + i)
+            sim.add_records([fresh])
+            added = time.monotonic()
+            # the raw topic also holds repeats of the overlap: wait for this very id
+            while fresh["id"] not in ids_of(
+                await kafka.read("pagerduty_audit_logs_raw", timeout=30, idle=0.2)
+            ):
+                assert time.monotonic() - added < 30, "the new record never arrived"
+            delays.append(time.monotonic() - added)
     print(f"\nvisible→raw topic delays: {[f'{d:.2f}s' for d in delays]} (poll interval 2s)")
     assert max(delays) < 2 + 5  # interval + generous slack for a loaded CI machine
 
@@ -367,26 +338,25 @@ async def test_broker_refusing_writes_mid_window_loses_nothing_once_it_clears(tm
     kafka = Kafka(url=f"kafka://127.0.0.1:{proxy_port}", kind="embedded")
     records = history(1500, days=0.5)
     try:
-        with SimulatorThread(tokens={TOKEN: "ok"}, latency=(0.1, 0.1)) as sim:
-            sim.add_records(records)
-            # a session outlasting the cut: this test is about refused writes, not about
-            # the group rebalancing (Tansu and faust can stall in a rebalance after one)
-            env = worker_env(
-                kafka, sim.base_url, PAGERDUTY_LOOKBACK="12h", STREAMAPP_SESSION_TIMEOUT="12"
-            )
-            worker = Worker(env, tmp_path / "worker.log").start()
-            try:
-                await worker.await_log("worker ready", timeout=60)
-                while len([r for r in sim.requests if r.path == "/audit/records"]) < 4:
-                    await asyncio.sleep(0.05)
-                proxy.cut()
-                cut_log = worker.log()
-                await asyncio.sleep(2.5)
-                proxy.restore()
-                ids = await raw_ids(kafka, len(records), timeout=120)
-                await worker.await_log("checkpoint source=sim", timeout=60)
-            finally:
-                worker.stop()
+        # a session outlasting the cut: this test is about refused writes, not about
+        # the group rebalancing (Tansu and faust can stall in a rebalance after one)
+        with polling(
+            kafka,
+            records,
+            tmp_path / "worker.log",
+            simulator={"latency": (0.1, 0.1)},
+            PAGERDUTY_LOOKBACK="12h",
+            STREAMAPP_SESSION_TIMEOUT="12",
+        ) as (sim, worker):
+            await worker.await_log("worker ready", timeout=60)
+            while len([r for r in sim.requests if r.path == "/audit/records"]) < 4:
+                await asyncio.sleep(0.05)
+            proxy.cut()
+            cut_log = worker.log()
+            await asyncio.sleep(2.5)
+            proxy.restore()
+            ids = await raw_ids(kafka, len(records), timeout=120)
+            await worker.await_log("checkpoint source=sim", timeout=60)
     finally:
         proxy.stop()
         broker.stop()

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from streamapp.devtools.simulator import SimulatorThread, generate_records
-from tests.kafka_harness import Kafka, Worker, read_topic
+from tests.helpers import fresh_record, toml_document
+from tests.kafka_harness import Kafka, Worker
 from tests.receiver import ReceiverThread
 
 pytestmark = pytest.mark.broker
@@ -22,41 +23,32 @@ TOKEN = "health-token-abcdef0123456789"
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef"
 
 
-def sources_file(tmp_path: Path, sim_url: str, channels: str, **settings: str) -> Path:
+def sources_file(
+    tmp_path: Path, sim_url: str, channels: list[dict[str, str]], **settings: str
+) -> Path:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     options = {"poll_interval": "1s", "lookback": "6h", "health_check": "1h", **settings}
-    lines = [
-        "[[sources]]",
-        'name = "acme"',
-        f'token_file = "{token_file}"',
-        f'api_url = "{sim_url}"',
-        *(f'{key} = "{value}"' for key, value in options.items()),
-        channels,
-    ]
+    source = {"name": "acme", "token_file": str(token_file), "api_url": sim_url, **options}
     path = tmp_path / "sources.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(toml_document(sources=[{**source, "notifications": channels}]))
     return path
 
 
-def channels(receiver: ReceiverThread, webhook: str = "/ok/hook", slack: str = "/ok/slack") -> str:
-    return f"""
-[[sources.notifications]]
-type = "webhook"
-name = "ops-hook"
-url = "{receiver.url(webhook)}"
-
-[[sources.notifications]]
-type = "slack"
-name = "ops-slack"
-url = "{receiver.url(slack)}"
-
-[[sources.notifications]]
-type = "pagerduty"
-name = "oncall"
-routing_key = "{ROUTING_KEY}"
-events_url = "{receiver.url("/ok/pd")}"
-"""
+def channels(
+    receiver: ReceiverThread, webhook: str = "/ok/hook", slack: str = "/ok/slack"
+) -> list[dict[str, str]]:
+    """A webhook, a Slack and a PagerDuty channel, all posting to ``receiver``."""
+    return [
+        {"type": "webhook", "name": "ops-hook", "url": receiver.url(webhook)},
+        {"type": "slack", "name": "ops-slack", "url": receiver.url(slack)},
+        {
+            "type": "pagerduty",
+            "name": "oncall",
+            "routing_key": ROUTING_KEY,
+            "events_url": receiver.url("/ok/pd"),
+        },
+    ]
 
 
 def env_for(kafka: Kafka, path: Path) -> dict[str, str]:
@@ -64,12 +56,8 @@ def env_for(kafka: Kafka, path: Path) -> dict[str, str]:
 
 
 async def notifications(kafka: Kafka, expect: int = 0, timeout: float = 30) -> list[dict]:
-    messages = await read_topic(
-        kafka.bootstrap,
-        kafka.topic("notifications"),
-        until_count=expect or None,
-        timeout=timeout,
-        idle=1.0,
+    messages = await kafka.read(
+        "notifications", until_count=expect or None, timeout=timeout, idle=1.0
     )
     return [json.loads(m.value) for m in messages]
 
@@ -177,22 +165,13 @@ async def test_failing_and_hanging_channels_do_not_slow_the_records(kafka: Kafka
             await notifications(kafka, expect=1, timeout=60)  # stale: the channels start failing
             delays = []
             for i in range(4):
-                fresh = generate_records(
-                    1,
-                    start=datetime.now(UTC) - timedelta(seconds=1),
-                    end=datetime.now(UTC),
-                    seed=10 + i,
-                )
-                sim.add_records(fresh)
+                fresh = fresh_record(seed=10 + i)
+                sim.add_records([fresh])
                 added = time.monotonic()
-                out = await read_topic(
-                    kafka.bootstrap,
-                    kafka.topic("pagerduty_audit_logs"),
-                    until_count=6 + i,
-                    timeout=30,
-                    idle=0,
+                out = await kafka.read(
+                    "pagerduty_audit_logs", until_count=6 + i, timeout=30, idle=0
                 )
-                assert fresh[0]["id"] in {json.loads(m.value)["id"] for m in out}
+                assert fresh["id"] in {json.loads(m.value)["id"] for m in out}
                 delays.append(time.monotonic() - added)
             await wait_until(lambda: len(receiver.bodies("/fail/hook")) >= 2, 30, "retries")
         finally:
