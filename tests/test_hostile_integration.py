@@ -43,7 +43,7 @@ from tests.hostile_server import (
     Repeat,
     Status,
 )
-from tests.kafka_harness import REPO, Kafka, Worker, read_topic
+from tests.kafka_harness import REPO, Kafka, Worker
 
 pytestmark = pytest.mark.broker
 
@@ -188,7 +188,7 @@ class Scenario:
     # --- topics and endpoints -------------------------------------------------------------
 
     async def _read(self, base: str, idle: float = 1.0) -> list[Any]:
-        return await read_topic(self.kafka.bootstrap, self.kafka.topic(base), timeout=30, idle=idle)
+        return await self.kafka.read(base, timeout=30, idle=idle)
 
     async def outputs(self, idle: float = 1.0) -> list[dict[str, Any]]:
         return [json.loads(m.value) for m in await self._read("pagerduty_audit_logs", idle)]
@@ -257,6 +257,38 @@ class Scenario:
         self.check(not repeated, f"records on the output topic more than once: {repeated}")
         self.check(not unexpected, f"unexpected records on the output topic: {unexpected}")
         return counts
+
+    async def dead_lettered_while_served(self, record_id: str) -> None:
+        """The dead letter of the injected ``record_id`` is on its topic, and the server went on
+        serving the record on four polls (so it had the chance to be dead-lettered again)."""
+        key = f"dlq:{record_id}".encode()
+
+        async def lettered() -> bool:
+            return any(k == key for k, _ in await self.letters(idle=0.5))
+
+        await self.eventually(lettered, f"the dead letter of {record_id}")
+        await self.eventually(
+            _async(lambda: len(self.server.log("inject")) >= 4), "four polls serving it"
+        )
+
+    def only_letter(
+        self, letters: list[tuple[bytes, dict[str, Any]]], record_id: str
+    ) -> dict[str, Any] | None:
+        """Checks ``letters`` are one dead letter, of ``record_id``; that letter, if any."""
+        mine = [v for k, v in letters if k == f"dlq:{record_id}".encode()]
+        self.check(len(mine) == 1, f"{len(mine)} dead letters for {record_id}, not one")
+        self.check(len(letters) == len(mine), f"other dead letters: {[k for k, _ in letters]}")
+        return mine[0] if mine else None
+
+    def walks_stopped_at(self, answer: str, bound: int) -> None:
+        """The server served endless walks of ``answer`` pages, each given up at ``bound``."""
+        pages = self.server.log(answer)
+        walks = [r for r in pages if "cursor" not in r.query]
+        assert walks, "no endless walk was served"
+        self.check(
+            len(pages) == bound * len(walks),
+            f"{len(pages)} {answer} pages for {len(walks)} walks: a walk is not stopped at {bound}",
+        )
 
     def rss(self, label: str) -> int:
         assert self.worker.process is not None
@@ -364,15 +396,8 @@ async def test_record_with_a_5_mib_field_is_dead_lettered_once_and_sigterm_is_pr
         scenario = Scenario.start(kafka, server, tmp_path)
         try:
             await scenario.started()
-
-            async def letter() -> bool:
-                return any(k == b"dlq:HUGEFIELD1" for k, _ in await scenario.letters(idle=0.5))
-
-            await scenario.eventually(letter, "the dead letter of HUGEFIELD1")
             # the same huge record on several polls: still one dead letter
-            await scenario.eventually(
-                _async(lambda: len(server.log("inject")) >= 4), "four polls serving it"
-            )
+            await scenario.dead_lettered_while_served("HUGEFIELD1")
             await scenario.more_polls(2)
             server.release()
             counts = await scenario.delivered_once(records)
@@ -388,18 +413,15 @@ async def test_record_with_a_5_mib_field_is_dead_lettered_once_and_sigterm_is_pr
             await scenario.sigterm("while a page with a 5 MiB record is handled")
         finally:
             scenario.worker.stop()
-    mine = [(k, v) for k, v in letters if k == b"dlq:HUGEFIELD1"]
-    scenario.check(len(mine) == 1, f"{len(mine)} dead letters for HUGEFIELD1, not one")
-    scenario.check(len(letters) == len(mine), f"other dead letters: {[k for k, _ in letters]}")
-    if mine:
-        letter_ = mine[0][1]
-        scenario.check(letter_["record_id"] == "HUGEFIELD1", f"record_id: {letter_['record_id']}")
-        scenario.check(letter_["original_encoding"] == "omitted", str(letter_["original_encoding"]))
-        scenario.check(letter_["original_size"] == len(huge), f"size {letter_['original_size']}")
+    letter = scenario.only_letter(letters, "HUGEFIELD1")
+    if letter is not None:
+        scenario.check(letter["record_id"] == "HUGEFIELD1", f"record_id: {letter['record_id']}")
+        scenario.check(letter["original_encoding"] == "omitted", str(letter["original_encoding"]))
+        scenario.check(letter["original_size"] == len(huge), f"size {letter['original_size']}")
         scenario.check(
-            letter_["original_sha256"] == hashlib.sha256(huge).hexdigest(), "sha256 differs"
+            letter["original_sha256"] == hashlib.sha256(huge).hexdigest(), "sha256 differs"
         )
-        reason = letter_["reason"]
+        reason = letter["reason"]
         scenario.check(f"{len(huge):,}" in reason, f"reason does not give the size: {reason!r}")
         scenario.check(
             "STREAMAPP_KAFKA_MAX_MESSAGE_BYTES" in reason or "max.message.bytes" in reason,
@@ -419,14 +441,7 @@ async def test_record_nested_5000_levels_among_good_ones_is_dead_lettered_once(
         scenario = Scenario.start(kafka, server, tmp_path)
         try:
             await scenario.started()
-
-            async def letter() -> bool:
-                return any(k == b"dlq:DEEP1" for k, _ in await scenario.letters(idle=0.5))
-
-            await scenario.eventually(letter, "the dead letter of DEEP1")
-            await scenario.eventually(
-                _async(lambda: len(server.log("inject")) >= 4), "four polls serving it"
-            )
+            await scenario.dead_lettered_while_served("DEEP1")
             # the good records of the very pages that carried it arrive meanwhile
             counts = await scenario.delivered_once(records)
             server.release()
@@ -437,18 +452,16 @@ async def test_record_nested_5000_levels_among_good_ones_is_dead_lettered_once(
         finally:
             scenario.worker.stop()
     scenario.check("DEEP1" not in counts, "the deep record reached the output topic")
-    mine = [v for k, v in letters if k == b"dlq:DEEP1"]
-    scenario.check(len(mine) == 1, f"{len(mine)} dead letters for DEEP1, not one")
-    scenario.check(len(letters) == len(mine), f"other dead letters: {[k for k, _ in letters]}")
-    if mine:
-        scenario.check(mine[0]["record_id"] == "DEEP1", f"record_id {mine[0]['record_id']}")
-        reason = mine[0]["reason"]
+    letter = scenario.only_letter(letters, "DEEP1")
+    if letter is not None:
+        scenario.check(letter["record_id"] == "DEEP1", f"record_id {letter['record_id']}")
+        reason = letter["reason"]
         scenario.check(
             "64 levels" in reason and "STREAMAPP_MAX_JSON_DEPTH" in reason,
             f"the reason does not name the bound: {reason!r}",
         )
         scenario.check(
-            mine[0]["original"].encode() == deep, "the original bytes are not in the letter"
+            letter["original"].encode() == deep, "the original bytes are not in the letter"
         )
     scenario.check(not degraded_alerts(notes), f"alerts for a dead-lettered record: {kinds(notes)}")
     scenario.no_traceback()
@@ -469,14 +482,8 @@ async def test_endless_empty_pages_stop_after_ten_and_raise_walk_too_long(
             scenario.rss("endless empty pages")
         finally:
             scenario.worker.stop()
-    walks = [r for r in server.log("empty_walk") if "cursor" not in r.query]
-    pages = server.log("empty_walk")
-    assert walks, "no endless walk was served"
     # each walk: the first page and nine cursors, then it is given up
-    scenario.check(
-        len(pages) == 10 * len(walks),
-        f"{len(pages)} empty pages for {len(walks)} walks: a walk is not stopped at 10 pages",
-    )
+    scenario.walks_stopped_at("empty_walk", 10)
     scenario.no_traceback()
     scenario.verdict()
 
@@ -500,13 +507,7 @@ async def test_endless_pages_of_new_records_stop_at_the_page_bound(kafka: Kafka,
             counts = Counter(d["id"] for d in await scenario.outputs())
         finally:
             scenario.worker.stop()
-    walks = [r for r in server.log("endless_pages") if "cursor" not in r.query]
-    pages = server.log("endless_pages")
-    assert walks, "no endless walk was served"
-    scenario.check(
-        len(pages) == bound * len(walks),
-        f"{len(pages)} endless pages for {len(walks)} walks: a walk is not stopped at {bound}",
-    )
+    scenario.walks_stopped_at("endless_pages", bound)
     twice = {i: counts[i] for i in server.endless_ids if counts[i] > 1}
     scenario.check(not twice, f"records of the endless pages written more than once: {twice}")
     scenario.no_traceback()
