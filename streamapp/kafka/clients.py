@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,17 @@ class Cluster:
     def problem(self, exc: BaseException) -> BrokerUnavailable:
         return broker_problem(self.bootstrap, exc)
 
+    async def start_client(
+        self, start: Callable[[], Awaitable[object]], close: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Start a client (producer, consumer, admin); when the broker cannot be reached,
+        close it again and raise one :class:`BrokerUnavailable` line naming the address."""
+        try:
+            await start()
+        except (KafkaError, OSError) as exc:
+            await close()
+            raise self.problem(exc) from None
+
     # --- consumers ------------------------------------------------------------------------
 
     def consumer(self, **settings: Any) -> AIOKafkaConsumer:
@@ -98,11 +109,7 @@ class Cluster:
     async def reader(self) -> AIOKafkaConsumer:
         """A started consumer outside any group, reading from the earliest offset."""
         consumer = self.consumer()
-        try:
-            await consumer.start()
-        except (KafkaError, OSError) as exc:
-            await consumer.stop()
-            raise self.problem(exc) from None
+        await self.start_client(consumer.start, consumer.stop)
         return consumer
 
     async def read_latest(
@@ -156,11 +163,7 @@ class Cluster:
 
     async def _admin(self) -> AIOKafkaAdminClient:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.options)
-        try:
-            await admin.start()
-        except (KafkaError, OSError) as exc:
-            await admin.close()
-            raise self.problem(exc) from None
+        await self.start_client(admin.start, admin.close)
         return admin
 
     async def ensure_topics(self, topics: dict[str, tuple[int, dict[str, str]]]) -> None:

@@ -143,11 +143,7 @@ class ConsumerLoop(Generic[P]):
     async def start(self) -> None:
         consumer = self._consumer = self._new_consumer()
         consumer.subscribe([self.topic], listener=_Rebalance(self))
-        try:
-            await consumer.start()
-        except (KafkaError, OSError) as exc:
-            await consumer.stop()
-            raise self.publisher.cluster.problem(exc) from None
+        await self.publisher.cluster.start_client(consumer.start, consumer.stop)
 
     async def stop(self) -> None:
         """Leave the group (bounded: a broker that is gone must not hold up a shutdown)."""

@@ -107,11 +107,7 @@ class Publisher:
             max_request_size=self.max_request_size,
             **self.cluster.options,
         )
-        try:
-            await producer.start()
-        except (KafkaError, OSError) as exc:
-            await producer.stop()
-            raise self.cluster.problem(exc) from None
+        await self.cluster.start_client(producer.start, producer.stop)
         self._producer = producer
 
     async def stop(self) -> None:
