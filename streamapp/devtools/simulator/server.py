@@ -18,7 +18,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from aiohttp import web
 
@@ -625,23 +625,16 @@ class Simulator:
             return web.Response(status=500)
         finally:
             self._log_request(
-                RequestLogEntry(
-                    monotonic=arrived,
-                    wall=wall,
-                    method=request.method,
-                    path=request.path,
-                    query=query,
-                    query_string=request.query_string,
-                    token_fingerprint=fingerprint(token) if token is not None else None,
-                    auth_scheme=scheme,
-                    accept=request.headers.get("Accept"),
-                    status=status,
-                    duration=time.monotonic() - arrived,
-                    page=page,
-                    records=answer.records if answer is not None else None,
-                    next_cursor=answer.next_cursor if answer is not None else None,
-                    fault=fault.describe() if fault is not None else None,
-                )
+                request,
+                arrived,
+                wall,
+                status,
+                query=query,
+                token=token,
+                auth_scheme=scheme,
+                page=page,
+                answer=answer,
+                fault=fault,
             )
 
     def _answer_audit(self, token: str | None, query: Mapping[str, str]) -> _Answer:
@@ -707,23 +700,40 @@ class Simulator:
                 }
             )
         finally:
-            self._log_request(
-                RequestLogEntry(
-                    monotonic=arrived,
-                    wall=wall,
-                    method=request.method,
-                    path=request.path,
-                    query={},
-                    query_string=request.query_string,
-                    token_fingerprint=None,
-                    auth_scheme=None,
-                    accept=request.headers.get("Accept"),
-                    status=status,
-                    duration=time.monotonic() - arrived,
-                )
-            )
+            self._log_request(request, arrived, wall, status, query={})
 
-    def _log_request(self, entry: RequestLogEntry) -> None:
+    def _log_request(
+        self,
+        request: web.Request,
+        arrived: float,
+        wall: datetime,
+        status: int | None,
+        *,
+        query: dict[str, str],
+        token: str | None = None,
+        auth_scheme: str | None = None,
+        page: int | None = None,
+        answer: _Answer | None = None,
+        fault: FaultRule | None = None,
+    ) -> None:
+        """Log a request that arrived at ``arrived`` (monotonic) / ``wall``, answered now."""
+        entry = RequestLogEntry(
+            monotonic=arrived,
+            wall=wall,
+            method=request.method,
+            path=request.path,
+            query=query,
+            query_string=request.query_string,
+            token_fingerprint=fingerprint(token) if token is not None else None,
+            auth_scheme=auth_scheme,
+            accept=request.headers.get("Accept"),
+            status=status,
+            duration=time.monotonic() - arrived,
+            page=page,
+            records=answer.records if answer is not None else None,
+            next_cursor=answer.next_cursor if answer is not None else None,
+            fault=fault.describe() if fault is not None else None,
+        )
         with self._lock:
             self._log.append(entry)
 
@@ -873,6 +883,24 @@ def _drop(request: web.Request) -> None:
         transport.abort() if hasattr(transport, "abort") else transport.close()
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _delegate(
+    method: Callable[Concatenate[Simulator, _P], _R],
+) -> Callable[Concatenate[SimulatorThread, _P], _R]:
+    """``SimulatorThread``'s method calling ``method`` on its simulator (same signature)."""
+
+    def call(self: SimulatorThread, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return method(self.simulator, *args, **kwargs)
+
+    call.__name__ = method.__name__
+    call.__qualname__ = f"SimulatorThread.{method.__name__}"
+    call.__doc__ = method.__doc__
+    return call
+
+
 class SimulatorThread:
     """A ``Simulator`` on its own event loop in a daemon thread (for sync or blocked tests).
 
@@ -935,54 +963,18 @@ class SimulatorThread:
         self.stop()
 
     # thread-safe delegates (the Simulator guards its state with a threading.Lock)
-    def add_records(
-        self,
-        records: Iterable[Mapping[str, Any] | bytes | str],
-        visible_at: datetime | None = None,
-        *,
-        visible_after: float | None = None,
-    ) -> int:
-        return self.simulator.add_records(records, visible_at, visible_after=visible_after)
-
-    def generate(
-        self,
-        count: int,
-        *,
-        start: datetime,
-        end: datetime,
-        seed: int = 0,
-        visible_at: datetime | None = None,
-        visible_after: float | None = None,
-    ) -> int:
-        return self.simulator.generate(
-            count,
-            start=start,
-            end=end,
-            seed=seed,
-            visible_at=visible_at,
-            visible_after=visible_after,
-        )
-
-    def clear_records(self) -> None:
-        self.simulator.clear_records()
-
-    def set_token_state(self, token: str, state: str) -> None:
-        self.simulator.set_token_state(token, state)
-
-    def revoke_token(self, token: str) -> None:
-        self.simulator.revoke_token(token)
-
-    def restore_token(self, token: str) -> None:
-        self.simulator.restore_token(token)
-
-    def add_oauth_client(self, client_id: str, client_secret: str) -> None:
-        self.simulator.add_oauth_client(client_id, client_secret)
-
-    def add_fault(self, rule: FaultRule) -> None:
-        self.simulator.add_fault(rule)
-
-    def clear_faults(self) -> None:
-        self.simulator.clear_faults()
+    add_records = _delegate(Simulator.add_records)
+    generate = _delegate(Simulator.generate)
+    clear_records = _delegate(Simulator.clear_records)
+    set_token_state = _delegate(Simulator.set_token_state)
+    revoke_token = _delegate(Simulator.revoke_token)
+    restore_token = _delegate(Simulator.restore_token)
+    add_oauth_client = _delegate(Simulator.add_oauth_client)
+    add_fault = _delegate(Simulator.add_fault)
+    clear_faults = _delegate(Simulator.clear_faults)
+    clear_requests = _delegate(Simulator.clear_requests)
+    stats = _delegate(Simulator.stats)
+    stored_bytes = _delegate(Simulator.stored_bytes)
 
     @property
     def faults_pending(self) -> int:
@@ -992,15 +984,6 @@ class SimulatorThread:
     def requests(self) -> list[RequestLogEntry]:
         return self.simulator.requests
 
-    def clear_requests(self) -> None:
-        self.simulator.clear_requests()
-
     @property
     def record_count(self) -> int:
         return self.simulator.record_count
-
-    def stats(self) -> dict[str, Any]:
-        return self.simulator.stats()
-
-    def stored_bytes(self, record_id: str) -> bytes | None:
-        return self.simulator.stored_bytes(record_id)
