@@ -51,41 +51,37 @@ class _Gauges(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
-        self.records_polled = Counter(
-            "streamapp_records_polled",
-            "Audit records read from PagerDuty",
-            ["source"],
-            registry=registry,
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=registry)
+
+        self.records_polled = counter(
+            "streamapp_records_polled", "Audit records read from PagerDuty", "source"
         )
-        self.records_emitted = Counter(
+        self.records_emitted = counter(
             "streamapp_records_emitted",
             "Audit records written to the output topic (first time seen)",
-            ["source"],
-            registry=registry,
+            "source",
         )
-        self.records_deduplicated = Counter(
+        self.records_deduplicated = counter(
             "streamapp_records_deduplicated",
             "Raw records dropped because their id was already emitted",
-            ["source"],
-            registry=registry,
+            "source",
         )
-        self.records_dead_lettered = Counter(
+        self.records_dead_lettered = counter(
             "streamapp_records_dead_lettered",
             "Records sent to the dead-letter topic, by the stage that could not take them",
-            ["source", "stage"],
-            registry=registry,
+            "source",
+            "stage",
         )
-        self.api_requests = Counter(
+        self.api_requests = counter(
             "streamapp_api_requests",
             "PagerDuty API requests by answer (HTTP status, or timeout/unreachable)",
-            ["source", "status"],
-            registry=registry,
+            "source",
+            "status",
         )
-        self.polls = Counter(
-            "streamapp_polls",
-            "Polls by outcome (ok, failed, interrupted)",
-            ["source", "outcome"],
-            registry=registry,
+        self.polls = counter(
+            "streamapp_polls", "Polls by outcome (ok, failed, interrupted)", "source", "outcome"
         )
         self.poll_duration = Histogram(
             "streamapp_poll_duration_seconds",
@@ -94,17 +90,13 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
             registry=registry,
         )
-        self.notifications_sent = Counter(
-            "streamapp_notifications_sent",
-            "Health notifications delivered, per channel",
-            ["channel"],
-            registry=registry,
+        self.notifications_sent = counter(
+            "streamapp_notifications_sent", "Health notifications delivered, per channel", "channel"
         )
-        self.notifications_failed = Counter(
+        self.notifications_failed = counter(
             "streamapp_notifications_failed",
             "Health notifications that could not be delivered after retries, per channel",
-            ["channel"],
-            registry=registry,
+            "channel",
         )
 
     def watch(self, checkpoints: Checkpoints, stalled: Callable[[], float]) -> None:
