@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 
@@ -45,6 +45,8 @@ from streamapp.worker.statuspage import MinuteCounter
 from streamapp.worker.watchdog import Watchdog
 
 log = logging.getLogger("streamapp.worker")
+
+_Store = TypeVar("_Store", bound=PartitionedStore)
 
 #: how often the dedupe state is swept of ids older than the retention
 SWEEP_FRACTION = 100
@@ -95,12 +97,7 @@ class Runtime:
         self.processor = self._processor(settings)
         self.raw = RawWork(
             self.processor,
-            SeenStore(
-                self.names.seen,
-                publisher=self.publisher,
-                store=settings.store,
-                data_dir=settings.data_dir,
-            ),
+            self._state_store(SeenStore, self.names.seen),
             on_batch=self._count,
         )
         self.pipeline = ConsumerLoop(
@@ -187,14 +184,18 @@ class Runtime:
             publisher=self.publisher,
             work=DetectWork(
                 detections,
-                PartitionedStore(
-                    self.names.detect_state,
-                    publisher=self.publisher,
-                    store=settings.store,
-                    data_dir=settings.data_dir,
-                ),
+                self._state_store(PartitionedStore, self.names.detect_state),
                 on_findings=self._found,
             ),
+        )
+
+    def _state_store(self, kind: type[_Store], changelog: str) -> _Store:
+        """A partitioned state store of this worker (the configured store and data dir)."""
+        return kind(
+            changelog,
+            publisher=self.publisher,
+            store=self.settings.store,
+            data_dir=self.settings.data_dir,
         )
 
     def _group_consumer(self, group: str) -> AIOKafkaConsumer:
