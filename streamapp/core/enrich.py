@@ -21,7 +21,8 @@ which also tells "absent" from ``null``.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import functools
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -111,6 +112,7 @@ class _Details(msgspec.Struct, kw_only=True, frozen=True):
 _RECORD = msgspec.json.Decoder(_Record)
 _ACTORS = msgspec.json.Decoder(list[msgspec.Raw] | None)
 _ACTOR = msgspec.json.Decoder(_Ref)
+_ACTOR_LIST = msgspec.json.Decoder(list[_Ref] | None)
 _CONTEXT = msgspec.json.Decoder(_Context | None)
 _DETAILS = msgspec.json.Decoder(_Details | None)
 
@@ -144,16 +146,17 @@ def timestamp(moment: datetime) -> str:
     part is not zero (PagerDuty documents milliseconds but sends microseconds too, and
     rounding them off would reorder records of one request). Same text as
     ``models.rfc3339`` for millisecond values; years below 1000 keep four digits."""
-    moment = as_utc(moment)
-    fraction = (
-        f"{moment.microsecond // 1000:03d}"
-        if moment.microsecond % 1000 == 0
-        else f"{moment.microsecond:06d}"
-    )
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
-        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{fraction}Z"
-    )
+    if moment.tzinfo is not UTC:
+        moment = as_utc(moment)
+    # C's isoformat (four-digit years, "+00:00" for UTC), twice as fast as formatting by hand
+    spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
+    return moment.isoformat(timespec=spec)[:-6] + "Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _processed_at(moment: datetime) -> tuple[str, datetime]:
+    """``ingested_at`` as text and in UTC: one value for a whole batch, computed once."""
+    return timestamp(moment), as_utc(moment)
 
 
 def _section(decoder: msgspec.json.Decoder[Any], raw: Any, name: str, warnings: list[str]) -> Any:
@@ -209,7 +212,8 @@ def enrich(
         raise InvalidRecord("invalid audit record: root_resource.type names no type")
 
     warnings: list[str] = []
-    ahead = as_utc(view.execution_time) - as_utc(ingested_at)
+    processed_text, processed_utc = _processed_at(ingested_at)
+    ahead = as_utc(view.execution_time) - processed_utc
     if ahead > FUTURE_TOLERANCE:
         warnings.append(
             f"execution_time is {int(ahead.total_seconds())} s after the time it was processed"
@@ -246,7 +250,7 @@ def enrich(
         action=view.action,
         resource_type=resource_type,
         category=categorize(resource_type, view.action, changed_names),
-        ingested_at=timestamp(ingested_at),
+        ingested_at=processed_text,
         actor=actors[0] if actors else None,
         actors=actors,
         auth_method=view.method.type,
@@ -266,6 +270,14 @@ def enrich(
 
 
 def _actors(raw: Any, warnings: list[str]) -> list[Actor]:
+    if raw is _ABSENT:
+        return []
+    try:  # the usual case in one decode: a list of references
+        refs: list[_Ref] = _ACTOR_LIST.decode(raw) or []
+    except _READ_ERRORS:
+        pass  # one by one below, so one odd actor spoils only itself and is named
+    else:
+        return [Actor(id=_text(r.id), type=_kind(r.type), name=_text(r.summary)) for r in refs]
     items: list[msgspec.Raw] | None = _section(_ACTORS, raw, "actors", warnings)
     actors = []
     for index, item in enumerate(items or ()):
