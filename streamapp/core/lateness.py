@@ -14,7 +14,9 @@ overlap a poll uses is then:
   and on every ``probe_every``-th poll, which keeps measuring;
 - otherwise one and a half times the largest lateness seen in the last ``remember_for``,
   never less than ``floor`` (clock skew and the time a request takes) nor more than the
-  configured overlap.
+  configured overlap. A late record's lateness is how far behind the previous checkpoint
+  it was found: the overlap a poll needs to catch it, never more than how long after its
+  ``execution_time`` it became visible.
 
 What it guarantees: a record is caught if it becomes visible within the learned overlap,
 or within the configured overlap while learning or on a probe poll; a record later than
@@ -84,7 +86,11 @@ class LateTracker:
                 continue
             self.recent[record_id] = executed
             if measuring and previous_until is not None and executed < previous_until - EDGE:
-                lateness = now - executed
+                # what it took to catch it: how far behind the previous checkpoint it lay.
+                # It was not visible when that poll ran, so this is under its true lateness;
+                # ``now - executed`` also counted the wait for this poll (up to an interval),
+                # and the overlap it taught was a whole interval too long.
+                lateness = previous_until - executed
                 self.lateness.append((now, lateness))
                 late += 1
                 if lateness > learned and not self.learning(now):
