@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -62,40 +62,32 @@ class SourcePoll:
         return self.task is not None and not self.task.done()
 
 
+@dataclass(eq=False, repr=False)
 class Poller:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        factory: ClientFactory,
-        sink: RecordSink,
-        progress: ProgressTable,
-        health: HealthReporter,
-        is_leader: Callable[[], bool],
-        ready: Callable[[], bool] = lambda: True,
-        on_poll: Callable[[str, str, float], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.settings = settings
-        self.factory = factory
-        self.sink = sink
-        self.progress = progress
-        self.health = health
-        self.is_leader = is_leader
-        self.ready = ready
-        self._on_poll = on_poll
-        self._clock = clock
-        self.polls: dict[str, SourcePoll] = {
+    settings: Settings
+    _: KW_ONLY
+    factory: ClientFactory
+    sink: RecordSink
+    progress: ProgressTable
+    health: HealthReporter
+    is_leader: Callable[[], bool]
+    ready: Callable[[], bool] = lambda: True
+    on_poll: Callable[[str, str, float], None] | None = None
+    clock: Callable[[], float] = time.monotonic
+    polls: dict[str, SourcePoll] = field(init=False)
+    #: whether this worker, since it became the leader, has read the progress topic
+    caught_up: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.polls = {
             source.name: SourcePoll(
                 source,
-                factory.client(source, max_wait=source.poll_interval.total_seconds()),
+                self.factory.client(source, max_wait=source.poll_interval.total_seconds()),
                 LateTracker(configured=source.overlap),
             )
-            for source in settings.sources
+            for source in self.settings.sources
         }
-        #: whether this worker, since it became the leader, has read the progress topic
-        self.caught_up = False
-        self.spread(self._clock())
+        self.spread(self.clock())
 
     def spread(self, now: float) -> None:
         """First polls spread over each source's interval (no thundering herd)."""
@@ -134,9 +126,9 @@ class Poller:
                 return
             self.caught_up = True
             self.resume_pauses()
-            self.spread(self._clock())
+            self.spread(self.clock())
             log.info("this worker leads: it polls %d source(s)", len(self.polls))
-        now = self._clock()
+        now = self.clock()
         for poll in self.polls.values():
             if not poll.running and now >= poll.next_due:
                 poll.task = asyncio.ensure_future(self.poll(poll))
@@ -164,7 +156,7 @@ class Poller:
 
     async def poll(self, poll: SourcePoll) -> None:
         source = poll.source
-        started = self._clock()
+        started = self.clock()
         poll.report = report = PollReport(source.name)
         outcome = "failed"
         failure: tuple[str, int | None, str] | None = None
@@ -213,8 +205,8 @@ class Poller:
             poll.next_due = started + source.poll_interval.total_seconds()
             poll.last_outcome = outcome
             poll.polls += 1
-            if self._on_poll is not None:
-                self._on_poll(source.name, outcome, self._clock() - started)
+            if self.on_poll is not None:
+                self.on_poll(source.name, outcome, self.clock() - started)
         if failure is not None:
             await self._failed(poll, *failure)
             return

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,34 +61,27 @@ def tick_interval(sources: Sequence[SourceConfig]) -> float:
     return max(1.0, min(60.0, shortest.total_seconds() / 10))
 
 
+@dataclass(eq=False, repr=False)
 class Watchdog:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        table: StateTopic,
-        publisher: Publisher,
-        deliverer: Deliverer,
-        is_leader: Callable[[], bool],
-        running_polls: Callable[[], Sequence[SourcePoll]] = lambda: (),
-        pipeline: Loops | None = None,
-        on_delivery: Callable[[str, bool], None] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.sources = {source.name: source for source in settings.sources}
-        self.table = table
-        self.publisher = publisher
-        self.deliverer = deliverer
-        self.is_leader = is_leader
-        self.running_polls = running_polls
-        self.pipeline = pipeline
-        self.started_at = datetime.now(UTC)
-        self._on_delivery = on_delivery
-        #: one state change at a time, so polls of different sources cannot interleave
-        self._lock = asyncio.Lock()
-        #: when this worker raised pipeline_stalled (None: not raised)
-        self.pipeline_alerted: float | None = None
-        self.recent: list[Notification] = []
+    settings: Settings
+    _: KW_ONLY
+    table: StateTopic
+    publisher: Publisher
+    deliverer: Deliverer
+    is_leader: Callable[[], bool]
+    running_polls: Callable[[], Sequence[SourcePoll]] = lambda: ()
+    pipeline: Loops | None = None
+    on_delivery: Callable[[str, bool], None] | None = None
+    sources: dict[str, SourceConfig] = field(init=False)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC), init=False)
+    #: one state change at a time, so polls of different sources cannot interleave
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    #: when this worker raised pipeline_stalled (None: not raised)
+    pipeline_alerted: float | None = field(default=None, init=False)
+    recent: list[Notification] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.sources = {source.name: source for source in self.settings.sources}
 
     # --- state ----------------------------------------------------------------------------
 
@@ -246,8 +240,8 @@ class Watchdog:
             *(self.deliverer.deliver(channel, note) for channel in source.channels)
         )
         for channel, result in zip(source.channels, results, strict=True):
-            if self._on_delivery is not None:
-                self._on_delivery(channel.name, result.ok)
+            if self.on_delivery is not None:
+                self.on_delivery(channel.name, result.ok)
             if not result.ok:
                 log.warning(
                     "notification %s for %s not delivered to %s %r after %d attempt(s): %s",
