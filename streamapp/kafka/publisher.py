@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -73,28 +73,20 @@ class Delivery:
         return not self.failed
 
 
+@dataclass(eq=False, repr=False)
 class Publisher:
     """An aiokafka producer (acks from all in-sync replicas) with size-aware delivery."""
 
-    def __init__(
-        self,
-        cluster: Cluster,
-        *,
-        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
-        linger_ms: int = 5,
-        max_batch_size: int = 1024 * 1024,
-        ack_timeout: float = 120.0,
-        stop_timeout: float = 10.0,
-    ) -> None:
-        self.cluster = cluster
-        self.max_request_size = max_request_size
-        self.ack_timeout = ack_timeout
-        self.stop_timeout = stop_timeout
-        self._linger_ms = linger_ms
-        self._max_batch_size = max_batch_size
-        self._producer: AIOKafkaProducer | None = None
-        #: topic → the largest message the broker said it takes
-        self._topic_limits: dict[str, int] = {}
+    cluster: Cluster
+    _: KW_ONLY
+    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
+    linger_ms: int = 5
+    max_batch_size: int = 1024 * 1024
+    ack_timeout: float = 120.0
+    stop_timeout: float = 10.0
+    _producer: AIOKafkaProducer | None = field(default=None, init=False)
+    #: topic → the largest message the broker said it takes
+    _topic_limits: dict[str, int] = field(default_factory=dict, init=False)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -102,8 +94,8 @@ class Publisher:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.cluster.bootstrap,
             acks="all",
-            linger_ms=self._linger_ms,
-            max_batch_size=self._max_batch_size,
+            linger_ms=self.linger_ms,
+            max_batch_size=self.max_batch_size,
             max_request_size=self.max_request_size,
             **self.cluster.options,
         )

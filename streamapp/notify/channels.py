@@ -27,6 +27,7 @@ import logging
 import random as _random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -214,40 +215,33 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max((as_utc(when) - datetime.now(UTC)).total_seconds(), 0.0)
 
 
+@dataclass(eq=False, repr=False)
 class Deliverer:
     """Posts notifications to channels; counts what was sent and what failed, per channel."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        attempts: int = 5,
-        base_delay: float = 0.5,
-        max_delay: float = 30.0,
-        timeout: float = 10.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        random: Callable[[], float] = _random.random,
-    ) -> None:
-        if attempts < 1:
-            raise ValueError(f"attempts must be at least 1, got {attempts}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        self._http = http
-        self.attempts = attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.timeout = timeout
-        self._sleep = sleep
-        self._random = random
-        #: notifications delivered, per channel name
-        self.sent: Counter[str] = Counter()
-        #: notifications given up on, per channel name
-        self.failed: Counter[str] = Counter()
+    http: httpx.AsyncClient
+    _: KW_ONLY
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    timeout: float = 10.0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    random: Callable[[], float] = _random.random
+    #: notifications delivered, per channel name
+    sent: Counter[str] = field(default_factory=Counter, init=False)
+    #: notifications given up on, per channel name
+    failed: Counter[str] = field(default_factory=Counter, init=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
         _guard_http_logs()
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 64))
-        return ceiling * self._random()
+        return ceiling * self.random()
 
     async def deliver(self, channel: Channel, n: Notification) -> DeliveryResult:
         """Deliver ``n`` to ``channel``; never raises."""
@@ -292,7 +286,7 @@ class Deliverer:
             status = None
             try:
                 async with asyncio.timeout(self.timeout):
-                    response = await self._http.post(
+                    response = await self.http.post(
                         url,
                         content=payload,
                         headers=_JSON_HEADERS,
@@ -327,7 +321,7 @@ class Deliverer:
             log.info(
                 "%s; retrying in %.2fs (attempt %d of %d)", error, delay, attempt, self.attempts
             )
-            await self._sleep(delay)
+            await self.sleep(delay)
 
     @staticmethod
     def _target(channel: Channel, n: Notification) -> tuple[str, dict[str, Any]] | None:
