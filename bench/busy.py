@@ -78,6 +78,20 @@ LEARN_POLLS = 60
 LEARNED_POLLS = 90
 
 
+def caught_row(run: str, caught: int, late: int, missed: int) -> Row:
+    """The row saying whether every late record was delivered (and none went missing)."""
+    return Row(
+        NAME,
+        f"  late records caught, {run}",
+        float(caught),
+        "rec",
+        float(late),
+        "late records",
+        "all",
+        caught == late and missed == 0,
+    )
+
+
 def iso_ms(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -273,16 +287,7 @@ async def worker_run(ctx: Context, result: Result) -> None:
             f"(learning) ≤ {TARGET:g}",
             None,
         ),
-        Row(
-            NAME,
-            "  late records caught, worker",
-            float(caught),
-            "rec",
-            float(len(late)),
-            "late records",
-            "all",
-            caught == len(late) and missed == 0,
-        ),
+        caught_row("worker", caught, len(late), missed),
     ]
     if missed:
         result.notes.append(f"worker run: {missed} of {len(ids)} records never reached raw")
@@ -443,18 +448,7 @@ async def virtual_run(ctx: Context, result: Result) -> None:
                 ratio <= TARGET if phase == "learned" else None,
             )
         )
-    result.rows.append(
-        Row(
-            NAME,
-            "  late records caught, virtual clock",
-            float(caught),
-            "rec",
-            float(len(late)),
-            "late records",
-            "all",
-            caught == len(late) and missed == 0,
-        )
-    )
+    result.rows.append(caught_row("virtual clock", caught, len(late), missed))
     if without_probes:
         result.notes.append(
             f"virtual clock, learned mode: overlap learned {modes[-1][1]:.0f} s; "

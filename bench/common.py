@@ -237,6 +237,33 @@ async def create_topics(
 # --------------------------------------------------------------------------- workers
 
 
+def spawn_faust(args: Sequence[str], env: Mapping[str, str], log: Any) -> subprocess.Popen[bytes]:
+    """``python -m faust -A streamapp.app <args>`` in its own session, output to ``log``;
+    stopped by ``stop_all`` if the run ends first."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faust", "-A", "streamapp.app", *args],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _running.add(process)
+    return process
+
+
+def bulk_producer(bootstrap: str) -> AIOKafkaProducer:
+    """A producer for filling topics fast: acknowledged by all, 1 MiB batches."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=20,
+        max_batch_size=1024 * 1024,
+        max_request_size=8 * 1024 * 1024,
+    )
+
+
 class Worker:
     """``python -m faust -A streamapp.app worker --without-web`` with its own environment."""
 
@@ -258,26 +285,7 @@ class Worker:
         self._log = open(self.log_path, "ab")  # closed in stop()
         self.started_at = time.monotonic()
         self.started_wall = time.time()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "faust",
-                "-A",
-                "streamapp.app",
-                "worker",
-                "-l",
-                "info",
-                "--without-web",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _running.add(self.process)
+        self.process = spawn_faust(["worker", "-l", "info", "--without-web"], self.env, self._log)
         return self
 
     def log(self) -> str:
@@ -429,13 +437,7 @@ async def produce(
     *,
     chunk: int = 20_000,
 ) -> int:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=20,
-        max_batch_size=1024 * 1024,
-        max_request_size=8 * 1024 * 1024,
-    )
+    producer = bulk_producer(bootstrap)
     await producer.start()
     sent = 0
     try:
@@ -613,16 +615,7 @@ class Command:
     def start(self) -> Command:
         self._log = open(self.log_path, "ab")  # closed in stop()
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", "streamapp.app", *self.args],
-            cwd=REPO,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _running.add(self.process)
+        self.process = spawn_faust(self.args, self.env, self._log)
         return self
 
     @property

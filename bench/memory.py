@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from bench.common import (
     DLQ,
     OUTPUT,
@@ -32,6 +30,7 @@ from bench.common import (
     Result,
     Row,
     Worker,
+    bulk_producer,
     create_topics,
     envelopes,
     kafka_broker,
@@ -159,9 +158,7 @@ class Feeder:
         self.topic = topic
         self.produced = 0
         self._chunks = _chunks(total)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1024 * 1024
-        )
+        self._producer = bulk_producer(bootstrap)
 
     async def __aenter__(self) -> Feeder:
         await self._producer.start()

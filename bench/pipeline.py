@@ -18,7 +18,7 @@ import contextlib
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import (
     DLQ,
@@ -33,6 +33,7 @@ from bench.common import (
     TopicTail,
     Worker,
     broker_pid,
+    bulk_producer,
     create_topics,
     envelopes,
     kafka_broker,
@@ -59,13 +60,7 @@ async def forward_loop(bootstrap: str, source: str, sink: str, count: int) -> fl
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=20,
-        max_batch_size=1024 * 1024,
-        max_request_size=8 * 1024 * 1024,
-    )
+    producer = bulk_producer(bootstrap)
     await consumer.start()
     await producer.start()
     try:
