@@ -175,6 +175,9 @@ class RocksPartition:
         self._db.close()
 
 
+#: an entry to write: the store it goes to once the changelog has it, key, value (None: gone)
+_Entry = tuple["PartitionStore", bytes, bytes | None]
+
 #: what a sweep's function answers to keep an entry as it is
 KEEP = object()
 
@@ -291,30 +294,49 @@ class PartitionedStore:
     async def write(self, entries: Sequence[tuple[bytes, int, bytes | None]]) -> None:
         """Store ``(key, partition, value)`` (None deletes); returns once the changelog has
         them. A key whose partition is not (or no longer) assigned here is skipped: its new
-        owner will repeat work at worst, never lose it. PublishError if a write failed."""
-        futures = []
-        producer = self._publisher.producer
-        written: list[tuple[PartitionStore, bytes, bytes | None]] = []
+        owner will repeat work at worst, never lose it. PublishError if a write failed.
+
+        The entries of one partition go to the broker as whole record batches (aiokafka's
+        public ``create_batch``/``send_batch``): the partition is known, so nothing is
+        gained by sending them one by one, which cost the pipeline a tenth of its CPU."""
+        by_partition: dict[int, list[_Entry]] = {}
         for key, partition, value in entries:
             store = self._partitions.get(partition)
-            if store is None:
-                continue
-            futures.append(await producer.send(self.changelog, value, key=key, partition=partition))
-            written.append((store, key, value))
-        if not futures:
+            if store is not None:
+                by_partition.setdefault(partition, []).append((store, key, value))
+        if not by_partition:
             return
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = sum(isinstance(r, BaseException) for r in results)
-        for (store, key, value), result in zip(written, results, strict=True):
+        producer = self._publisher.producer
+        sends: list[tuple[asyncio.Future[object], list[_Entry]]] = []
+        for partition, items in by_partition.items():
+            batch = producer.create_batch()
+            chunk: list[_Entry] = []
+            for item in items:
+                if batch.append(timestamp=None, key=item[1], value=item[2]) is None:
+                    # full: send it, and start the next with this entry (a first entry
+                    # always fits)
+                    future = await producer.send_batch(batch, self.changelog, partition=partition)
+                    sends.append((future, chunk))
+                    batch, chunk = producer.create_batch(), []
+                    batch.append(timestamp=None, key=item[1], value=item[2])
+                chunk.append(item)
+            future = await producer.send_batch(batch, self.changelog, partition=partition)
+            sends.append((future, chunk))
+        results = await asyncio.gather(*(f for f, _ in sends), return_exceptions=True)
+        failed = 0
+        for (_, chunk), result in zip(sends, results, strict=True):
             if isinstance(result, BaseException):
+                failed += len(chunk)
                 continue
-            if value is None:
-                store.delete(key)
-            else:
-                store.put(key, value)
+            for store, key, value in chunk:
+                if value is None:
+                    store.delete(key)
+                else:
+                    store.put(key, value)
         if failed:
+            total = sum(len(chunk) for _, chunk in sends)
             raise PublishError(
-                f"{failed} of {len(results)} state entries not written to {self.changelog!r}"
+                f"{failed} of {total} state entries not written to {self.changelog!r}"
             )
 
     async def sweep(self, decide: Callable[[bytes, bytes], object]) -> int:
