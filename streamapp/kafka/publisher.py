@@ -27,6 +27,7 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from streamapp.core.models import Outgoing
 from streamapp.kafka.clients import Cluster
@@ -85,6 +86,7 @@ class Publisher:
     ack_timeout: float = 120.0
     stop_timeout: float = 10.0
     _producer: AIOKafkaProducer | None = field(default=None, init=False)
+    _partitioner: DefaultPartitioner = field(default_factory=DefaultPartitioner, init=False)
     #: topic → the largest message the broker said it takes
     _topic_limits: dict[str, int] = field(default_factory=dict, init=False)
 
@@ -182,29 +184,30 @@ class Publisher:
         delivery: Delivery,
         substitute: Substitute | None,
     ) -> dict[int, BaseException]:
-        """Send every message of ``batch`` that fits, await them all; index → error."""
-        futures: list[tuple[int, asyncio.Future[Any]]] = []
+        """Send every message of ``batch`` that fits, await them all; index → error.
+
+        Messages go to the broker as whole record batches, one per topic partition (and
+        more when one fills), through aiokafka's public ``create_batch``/``send_batch``:
+        ``send`` per message paid a future, a metadata check and an accumulator append
+        each, a fifth of the pipeline's CPU. Partitions are chosen as ``send`` chooses them
+        (aiokafka's ``DefaultPartitioner``: murmur2 of the key, like the Java client)."""
         errors: dict[int, BaseException] = {}
-        send = self.producer.send
         refused: list[tuple[int, Outgoing]] = []
+        sends: list[tuple[asyncio.Future[Any], list[int]]] = []
         try:
-            # one deadline for handing the batch over (send waits only when the producer's
-            # buffer is full or a topic's metadata is missing)
+            # one deadline for handing the batch over (a hand-over waits only for metadata
+            # or for the partition's previous batch to be on its way)
             async with asyncio.timeout(self.ack_timeout):
-                for index, message in batch:
-                    if not self.fits(message):
-                        refused.append((index, message))
-                        continue
+                groups = await self._by_partition(batch, refused, errors)
+                for (topic, partition), group in groups.items():
                     try:
-                        future = await send(
-                            message.topic, message.value, key=message.key, headers=message.headers
-                        )
+                        sends.extend(await self._hand_over(topic, partition, group))
                     except KafkaError as exc:
-                        errors[index] = exc
-                        continue
-                    futures.append((index, future))
+                        handed = {i for _, indices in sends for i in indices}
+                        errors.update({i: exc for i, _ in group if i not in handed})
         except TimeoutError as exc:
-            handed = {i for i, _ in futures} | set(errors) | {i for i, _ in refused}
+            handed = {i for _, indices in sends for i in indices} | set(errors)
+            handed |= {i for i, _ in refused}
             for index, _ in batch:
                 if index not in handed:
                     errors[index] = exc
@@ -214,15 +217,66 @@ class Publisher:
                 f" {self.limit(message.topic):,} bytes topic {message.topic!r} takes"
             )
             await self._substitute(index, reason, delivery, substitute, None)
-        if futures:
-            _, pending = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout)
-            for index, future in futures:
+        if sends:
+            _, pending = await asyncio.wait([f for f, _ in sends], timeout=self.ack_timeout)
+            for future, indices in sends:
                 if future in pending:
                     future.cancel()
-                    errors[index] = TimeoutError(f"no acknowledgement within {self.ack_timeout:g}s")
+                    late = TimeoutError(f"no acknowledgement within {self.ack_timeout:g}s")
+                    errors.update({i: late for i in indices})
                 elif (error := future.exception()) is not None:
-                    errors[index] = error
+                    errors.update({i: error for i in indices})
         return errors
+
+    async def _by_partition(
+        self,
+        batch: list[tuple[int, Outgoing]],
+        refused: list[tuple[int, Outgoing]],
+        errors: dict[int, BaseException],
+    ) -> dict[tuple[str, int], list[tuple[int, Outgoing]]]:
+        """The messages that fit, by (topic, partition); the others into ``refused``."""
+        groups: dict[tuple[str, int], list[tuple[int, Outgoing]]] = {}
+        partitions: dict[str, tuple[list[int], list[int]]] = {}
+        for index, message in batch:
+            if not self.fits(message):
+                refused.append((index, message))
+                continue
+            topic = message.topic
+            if topic not in partitions:
+                try:
+                    every = sorted(await self.producer.partitions_for(topic))
+                except KafkaError as exc:
+                    errors[index] = exc
+                    continue
+                available = self.producer.client.cluster.available_partitions_for_topic(topic)
+                partitions[topic] = (every, sorted(available or every))
+            every, available = partitions[topic]
+            partition = self._partitioner(message.key, every, available)
+            groups.setdefault((topic, partition), []).append((index, message))
+        return groups
+
+    async def _hand_over(
+        self, topic: str, partition: int, group: list[tuple[int, Outgoing]]
+    ) -> list[tuple[asyncio.Future[Any], list[int]]]:
+        """``group`` to one partition as record batches; each batch's future and indices."""
+        producer = self.producer
+        sends: list[tuple[asyncio.Future[Any], list[int]]] = []
+        builder = producer.create_batch()
+        indices: list[int] = []
+        for index, message in group:
+            appended = builder.append(
+                timestamp=None, key=message.key, value=message.value, headers=message.headers
+            )
+            if appended is None:  # full: hand it over; this message starts the next one
+                future = await producer.send_batch(builder, topic, partition=partition)
+                sends.append((future, indices))
+                builder, indices = producer.create_batch(), []
+                builder.append(
+                    timestamp=None, key=message.key, value=message.value, headers=message.headers
+                )
+            indices.append(index)
+        sends.append((await producer.send_batch(builder, topic, partition=partition), indices))
+        return sends
 
     async def _substitute(
         self,
