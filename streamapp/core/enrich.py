@@ -109,10 +109,23 @@ class _Details(msgspec.Struct, kw_only=True, frozen=True):
     references: list[_RefList] | None = None
 
 
+class _Whole(msgspec.Struct, kw_only=True, frozen=True):
+    """A record whose every section has the shape we read: decoded at once."""
+
+    id: NonEmpty
+    execution_time: datetime
+    method: _Method
+    root_resource: _RootRef
+    action: NonEmpty
+    actors: list[_Ref] | None = None
+    execution_context: _Context | None = None
+    details: _Details | None = None
+
+
 _RECORD = msgspec.json.Decoder(_Record)
 _ACTORS = msgspec.json.Decoder(list[msgspec.Raw] | None)
 _ACTOR = msgspec.json.Decoder(_Ref)
-_ACTOR_LIST = msgspec.json.Decoder(list[_Ref] | None)
+_WHOLE = msgspec.json.Decoder(_Whole)
 _CONTEXT = msgspec.json.Decoder(_Context | None)
 _DETAILS = msgspec.json.Decoder(_Details | None)
 
@@ -198,7 +211,15 @@ def enrich(
     try:
         # msgspec checks UTF-8 only in strings it decodes; raw must be valid UTF-8 throughout
         data.decode("utf-8")
-        view = _RECORD.decode(data)
+    except UnicodeDecodeError as exc:
+        raise InvalidRecord(_why(exc)) from None
+    try:
+        # the usual record in one decode; one with an odd section is read section by section
+        whole: _Whole | None = _WHOLE.decode(data)
+    except _READ_ERRORS:
+        whole = None
+    try:
+        view: _Whole | _Record = whole if whole is not None else _RECORD.decode(data)
     except _READ_ERRORS as exc:
         raise InvalidRecord(_why(exc)) from None
     try:
@@ -219,11 +240,14 @@ def enrich(
             f"execution_time is {int(ahead.total_seconds())} s after the time it was processed"
             " (a clock or data error upstream); source health counts it as processed now"
         )
-    actors = _actors(view.actors, warnings)
-    context: _Context | None = _section(
-        _CONTEXT, view.execution_context, "execution_context", warnings
-    )
-    details: _Details | None = _section(_DETAILS, view.details, "details", warnings)
+    if whole is not None:
+        actors = [_actor(ref) for ref in whole.actors or ()]
+        context, details = whole.execution_context, whole.details
+    else:
+        assert isinstance(view, _Record)
+        actors = _actors(view.actors, warnings)
+        context = _section(_CONTEXT, view.execution_context, "execution_context", warnings)
+        details = _section(_DETAILS, view.details, "details", warnings)
 
     root = _ref(view.root_resource)
     fields = (details.fields if details else None) or []
@@ -269,21 +293,18 @@ def enrich(
     )
 
 
+def _actor(ref: _Ref) -> Actor:
+    return Actor(id=_text(ref.id), type=_kind(ref.type), name=_text(ref.summary))
+
+
 def _actors(raw: Any, warnings: list[str]) -> list[Actor]:
-    if raw is _ABSENT:
-        return []
-    try:  # the usual case in one decode: a list of references
-        refs: list[_Ref] = _ACTOR_LIST.decode(raw) or []
-    except _READ_ERRORS:
-        pass  # one by one below, so one odd actor spoils only itself and is named
-    else:
-        return [Actor(id=_text(r.id), type=_kind(r.type), name=_text(r.summary)) for r in refs]
+    """The actors of a record read section by section: one odd actor spoils only itself."""
     items: list[msgspec.Raw] | None = _section(_ACTORS, raw, "actors", warnings)
     actors = []
     for index, item in enumerate(items or ()):
         ref: _Ref | None = _section(_ACTOR, item, f"actors[{index}]", warnings)
         if ref is not None:
-            actors.append(Actor(id=_text(ref.id), type=_kind(ref.type), name=_text(ref.summary)))
+            actors.append(_actor(ref))
     return actors
 
 
