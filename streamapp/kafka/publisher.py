@@ -40,6 +40,8 @@ PERMANENT = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordExc
 #: bound: the batch header is 61 bytes, a record's own framing at most ~25 more)
 RECORD_OVERHEAD = 128
 DEFAULT_MAX_REQUEST_SIZE = 4 * 1024 * 1024
+#: keys whose partition is remembered, at most (the memory is cleared past it)
+PARTITION_CACHE = 100_000
 
 
 class Skip:
@@ -87,6 +89,8 @@ class Publisher:
     stop_timeout: float = 10.0
     _producer: AIOKafkaProducer | None = field(default=None, init=False)
     _partitioner: DefaultPartitioner = field(default_factory=DefaultPartitioner, init=False)
+    #: (key, partition count) → partition, as the partitioner chose it
+    _partition_of: dict[tuple[bytes, int], int] = field(default_factory=dict, init=False)
     #: topic → the largest message the broker said it takes
     _topic_limits: dict[str, int] = field(default_factory=dict, init=False)
 
@@ -237,11 +241,13 @@ class Publisher:
         """The messages that fit, by (topic, partition); the others into ``refused``."""
         groups: dict[tuple[str, int], list[tuple[int, Outgoing]]] = {}
         partitions: dict[str, tuple[list[int], list[int]]] = {}
+        limits: dict[str, int] = {}
         for index, message in batch:
-            if not self.fits(message):
+            topic = message.topic
+            limit = limits.get(topic) or limits.setdefault(topic, self.limit(topic))
+            if encoded_size(message) > limit:
                 refused.append((index, message))
                 continue
-            topic = message.topic
             if topic not in partitions:
                 try:
                     every = sorted(await self.producer.partitions_for(topic))
@@ -250,8 +256,19 @@ class Publisher:
                     continue
                 available = self.producer.client.cluster.available_partitions_for_topic(topic)
                 partitions[topic] = (every, sorted(available or every))
+                if len(self._partition_of) > PARTITION_CACHE:
+                    self._partition_of.clear()
             every, available = partitions[topic]
-            partition = self._partitioner(message.key, every, available)
+            key = message.key
+            if key is None:
+                partition = self._partitioner(None, every, available)
+            else:
+                # murmur2 in Python costs more than the rest of a message's hand-over, and
+                # keys repeat (one per resource): remember them per partition count
+                partition = self._partition_of.get((key, len(every)), -1)
+                if partition < 0:
+                    partition = self._partitioner(key, every, available)
+                    self._partition_of[(key, len(every))] = partition
             groups.setdefault((topic, partition), []).append((index, message))
         return groups
 
