@@ -38,7 +38,7 @@ class ThreadedHttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]  # the port the system chose
 
     def __enter__(self) -> Self:
         self._thread.start()
