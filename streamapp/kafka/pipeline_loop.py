@@ -159,9 +159,9 @@ class ConsumerLoop(Generic[P]):
         """Process batches until cancelled.
 
         Two batches overlap: while the broker acknowledges one batch, the next is fetched and
-        decided (its work sees the first one's keys as seen). Commits stay in order: a batch
-        commits only after the one before it did, so a crash never skips an unacknowledged
-        batch.
+        decided (its work sees the first one's keys as seen). State writes and commits stay
+        in order: a batch writes its state and commits only after the one before it did, so
+        a crash never skips an unacknowledged batch and a key never ends with an older state.
         """
         try:
             while True:
@@ -211,9 +211,12 @@ class ConsumerLoop(Generic[P]):
         previous: asyncio.Future[None] | None,
     ) -> None:
         await self._deliver(planned, incoming)
-        await self._remember(planned)
+        # state in batch order: were this batch's state written while the one before was
+        # still writing its own, a key both touch could end with the older value (in the
+        # changelog, too, when this batch's partitions answered first)
         if previous is not None:
             await previous
+        await self._remember(planned)
         await self._commit(batch)
         self.state.batches += 1
         self.state.records += len(incoming)
