@@ -34,7 +34,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check streamapp tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n 4 --dist load
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n 8 --dist load
 
 # fast feedback: the tests that need no broker (under a minute)
 test-unit: $(VENV)/.installed-test
