@@ -204,24 +204,7 @@ def enrich(
     ingested_at: datetime,
 ) -> OutputDocument:
     """The output document for one audit record's bytes, or :class:`InvalidRecord`."""
-    if isinstance(record, bytes | bytearray | memoryview):
-        data = bytes(record)
-    else:
-        raise InvalidRecord(f"invalid audit record: expected bytes, got {type(record).__name__}")
-    try:
-        # msgspec checks UTF-8 only in strings it decodes; raw must be valid UTF-8 throughout
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRecord(_why(exc)) from None
-    try:
-        # the usual record in one decode; one with an odd section is read section by section
-        whole: _Whole | None = _WHOLE.decode(data)
-    except _READ_ERRORS:
-        whole = None
-    try:
-        view: _Whole | _Record = whole if whole is not None else _RECORD.decode(data)
-    except _READ_ERRORS as exc:
-        raise InvalidRecord(_why(exc)) from None
+    data, view = _read(record)
     try:
         event_time = timestamp(view.execution_time)
     except (OverflowError, ValueError):
@@ -240,14 +223,7 @@ def enrich(
             f"execution_time is {int(ahead.total_seconds())} s after the time it was processed"
             " (a clock or data error upstream); source health counts it as processed now"
         )
-    if whole is not None:
-        actors = [_actor(ref) for ref in whole.actors or ()]
-        context, details = whole.execution_context, whole.details
-    else:
-        assert isinstance(view, _Record)
-        actors = _actors(view.actors, warnings)
-        context = _section(_CONTEXT, view.execution_context, "execution_context", warnings)
-        details = _section(_DETAILS, view.details, "details", warnings)
+    actors, context, details = _sections(view, warnings)
 
     root = _ref(view.root_resource)
     fields = (details.fields if details else None) or []
@@ -293,12 +269,47 @@ def enrich(
     )
 
 
+def _read(record: bytes) -> tuple[bytes, _Whole | _Record]:
+    """The record's bytes and its view: whole when every section has the shape we read (one
+    decode), else the required fields with the sections still raw. InvalidRecord if not."""
+    if isinstance(record, bytes | bytearray | memoryview):
+        data = bytes(record)
+    else:
+        raise InvalidRecord(f"invalid audit record: expected bytes, got {type(record).__name__}")
+    try:
+        # msgspec checks UTF-8 only in strings it decodes; raw must be valid UTF-8 throughout
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRecord(_why(exc)) from None
+    try:
+        return data, _WHOLE.decode(data)
+    except _READ_ERRORS:
+        pass  # an odd section: read section by section below
+    try:
+        return data, _RECORD.decode(data)
+    except _READ_ERRORS as exc:
+        raise InvalidRecord(_why(exc)) from None
+
+
+def _sections(
+    view: _Whole | _Record, warnings: list[str]
+) -> tuple[list[Actor], _Context | None, _Details | None]:
+    """Actors, execution context and details; a section of a shape we cannot read is noted
+    in ``warnings`` and left out (one odd actor spoils only itself)."""
+    if isinstance(view, _Whole):
+        return [_actor(ref) for ref in view.actors or ()], view.execution_context, view.details
+    return (
+        _actors(view.actors, warnings),
+        _section(_CONTEXT, view.execution_context, "execution_context", warnings),
+        _section(_DETAILS, view.details, "details", warnings),
+    )
+
+
 def _actor(ref: _Ref) -> Actor:
     return Actor(id=_text(ref.id), type=_kind(ref.type), name=_text(ref.summary))
 
 
 def _actors(raw: Any, warnings: list[str]) -> list[Actor]:
-    """The actors of a record read section by section: one odd actor spoils only itself."""
     items: list[msgspec.Raw] | None = _section(_ACTORS, raw, "actors", warnings)
     actors = []
     for index, item in enumerate(items or ()):
