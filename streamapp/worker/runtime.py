@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,8 @@ _Store = TypeVar("_Store", bound=PartitionedStore)
 
 #: how often the dedupe state is swept of ids older than the retention
 SWEEP_FRACTION = 100
+#: findings of one batch logged a line each; more are counted on one line
+FINDINGS_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -317,9 +320,25 @@ class Runtime:
         return [(name, checkpoint.until) for name, checkpoint in self.progress.checkpoints()]
 
     def _found(self, plan: StepPlan) -> None:
-        for finding in plan.findings:
+        """A few findings each on a line of their own; past that, one line with the count of
+        each rule (a first backfill can make dozens at once), each then at debug level."""
+        findings = plan.findings
+        shown = len(findings) if len(findings) <= FINDINGS_SHOWN + 1 else FINDINGS_SHOWN
+        for index, finding in enumerate(findings):
+            log.log(
+                logging.INFO if index < shown else logging.DEBUG,
+                "finding %s source=%s: %s",
+                finding.rule_id,
+                finding.source_name,
+                finding.summary,
+            )
+        if shown < len(findings):
+            rest = Counter(f.rule_id for f in findings[shown:])
             log.info(
-                "finding %s source=%s: %s", finding.rule_id, finding.source_name, finding.summary
+                "… and %d more finding(s) on %s: %s (each at -l debug)",
+                len(findings) - shown,
+                self.settings.topics.findings,
+                ", ".join(f"{rule} {n}" for rule, n in rest.most_common()),
             )
 
     async def _sweep(self) -> None:
