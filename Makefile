@@ -5,18 +5,23 @@ BIN := $(VENV)/bin
 
 .PHONY: run test test-unit lint typecheck bench verify sources tail schemas clean
 
+# pip's and the build backend's chatter goes to $(VENV)/pip.log, shown only when it fails
+PIP = $(BIN)/python -m pip install --quiet
+QUIETLY = >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; echo "make: pip install failed (above, and in $(VENV)/pip.log)"; exit 1; }
+
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
+	@echo "make: creating $(VENV) and installing streamapp with its dependencies (first run only)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(PIP) --upgrade pip $(QUIETLY)
 
 # reinstall whenever pyproject.toml changes
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	@$(BIN)/python -m pip install --quiet -e '.[broker]'
+	@$(PIP) -e '.[broker]' $(QUIETLY)
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	@$(BIN)/python -m pip install --quiet -e '.[broker,test,rocksdb]'
+	@$(PIP) -e '.[broker,test,rocksdb]' $(QUIETLY)
 	@touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
