@@ -115,7 +115,7 @@ class ConsumerLoop(Generic[P]):
         topic: str,
         publisher: Publisher,
         work: BatchWork[P],
-        batch_size: int = 10000,
+        batch_size: int = 5000,
         backoff: tuple[float, float] = BACKOFF,
     ) -> None:
         #: builds the group consumer (aiokafka clients need the running loop)

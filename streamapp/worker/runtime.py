@@ -207,7 +207,7 @@ class Runtime:
             group_id=group,
             session_timeout_ms=int(timeout * 1000),
             heartbeat_interval_ms=int(max(0.5, min(3.0, timeout / 6)) * 1000),
-            max_poll_records=10000,
+            max_poll_records=5000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
 
