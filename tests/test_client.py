@@ -32,7 +32,7 @@ from streamapp.core.models import Page
 from streamapp.core.redact import Secret
 from streamapp.pagerduty.auth import ApiKeyAuth, OAuthAuth, TokenProvider, make_auth
 from streamapp.pagerduty.client import ACCEPT, PagerDutyClient
-from streamapp.pagerduty.ratelimit import Gates, RequestGate
+from streamapp.pagerduty.ratelimit import TRANSIT_MARGIN, Gates, RequestGate
 from streamapp.pagerduty.retry import RetryPolicy
 
 API_TOKEN = "y_NbAkKc66ryYTWUXYEu"
@@ -755,8 +755,9 @@ async def test_gate_never_exceeds_960_per_minute() -> None:
             starts.append(clock.now)
     assert starts[959] == starts[0]  # the first 960 go at once
     for i in range(len(starts) - 960):
-        assert starts[i + 960] - starts[i] >= 60.0
-    assert starts[-1] - starts[0] <= 3 * 60.0  # and it does not wait longer than needed
+        # a minute, and a margin for one request taking longer on the way than another
+        assert starts[i + 960] - starts[i] >= 60.0 + TRANSIT_MARGIN
+    assert starts[-1] - starts[0] <= 3 * (60.0 + TRANSIT_MARGIN)  # and no longer than needed
 
 
 async def test_gate_serialises_requests() -> None:
