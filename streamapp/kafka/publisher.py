@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -42,6 +42,15 @@ RECORD_OVERHEAD = 128
 DEFAULT_MAX_REQUEST_SIZE = 4 * 1024 * 1024
 #: keys whose partition is remembered, at most (the memory is cleared past it)
 PARTITION_CACHE = 100_000
+
+
+T = TypeVar("T")
+Headers = list[tuple[str, bytes]] | None
+
+
+def _record(item: tuple[int, Outgoing]) -> tuple[bytes | None, bytes | None, Headers]:
+    message = item[1]
+    return message.key, message.value, message.headers
 
 
 class Skip:
@@ -205,7 +214,8 @@ class Publisher:
                 groups = await self._by_partition(batch, refused, errors)
                 for (topic, partition), group in groups.items():
                     try:
-                        sends.extend(await self._hand_over(topic, partition, group))
+                        batches = await self.send_batches(topic, partition, group, _record)
+                        sends.extend((f, [i for i, _ in held]) for f, held in batches)
                     except KafkaError as exc:
                         handed = {i for _, indices in sends for i in indices}
                         errors.update({i: exc for i, _ in group if i not in handed})
@@ -272,27 +282,29 @@ class Publisher:
             groups.setdefault((topic, partition), []).append((index, message))
         return groups
 
-    async def _hand_over(
-        self, topic: str, partition: int, group: list[tuple[int, Outgoing]]
-    ) -> list[tuple[asyncio.Future[Any], list[int]]]:
-        """``group`` to one partition as record batches; each batch's future and indices."""
+    async def send_batches(
+        self,
+        topic: str,
+        partition: int,
+        items: Sequence[T],
+        record: Callable[[T], tuple[bytes | None, bytes | None, Headers]],
+    ) -> list[tuple[asyncio.Future[Any], list[T]]]:
+        """``items`` to one partition as whole record batches (``record`` gives each one's
+        key, value and headers; a None value is a tombstone): each batch's future, with the
+        items it holds. A full batch is handed over and the item that did not fit starts the
+        next one (a batch always takes its first record)."""
         producer = self.producer
-        sends: list[tuple[asyncio.Future[Any], list[int]]] = []
+        sends: list[tuple[asyncio.Future[Any], list[T]]] = []
         builder = producer.create_batch()
-        indices: list[int] = []
-        for index, message in group:
-            appended = builder.append(
-                timestamp=None, key=message.key, value=message.value, headers=message.headers
-            )
-            if appended is None:  # full: hand it over; this message starts the next one
-                future = await producer.send_batch(builder, topic, partition=partition)
-                sends.append((future, indices))
-                builder, indices = producer.create_batch(), []
-                builder.append(
-                    timestamp=None, key=message.key, value=message.value, headers=message.headers
-                )
-            indices.append(index)
-        sends.append((await producer.send_batch(builder, topic, partition=partition), indices))
+        held: list[T] = []
+        for item in items:
+            key, value, headers = record(item)
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                sends.append((await producer.send_batch(builder, topic, partition=partition), held))
+                builder, held = producer.create_batch(), []
+                builder.append(timestamp=None, key=key, value=value, headers=headers)
+            held.append(item)
+        sends.append((await producer.send_batch(builder, topic, partition=partition), held))
         return sends
 
     async def _substitute(

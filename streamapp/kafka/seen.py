@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -92,17 +91,18 @@ class MemoryPartition:
 _OFFSET_KEY = b"\x00streamapp:changelog-offset"
 
 
-#: memory every RocksDB database of the process shares: memtables (writes not yet on disk)
-#: and the block cache (what reads keep). RocksDB's defaults give each database 64 MiB
-#: memtables and its own cache, so a worker's RSS grew with the ids it had seen and with
-#: the partitions it held (360 MB at 1,000,000 ids, ``make bench``); with these it is bounded.
+#: memory the RocksDB databases opened with one ``rocks_options()`` share: memtables (writes
+#: not yet on disk) and the block cache (what reads keep). RocksDB's defaults give each
+#: database 64 MiB memtables and its own cache, so a worker's RSS grew with the ids it had
+#: seen and with the partitions it held (360 MB at 1,000,000 ids, ``make bench``); with
+#: these it is bounded.
 ROCKS_WRITE_BUFFERS = 32 * 1024 * 1024
 ROCKS_BLOCK_CACHE = 16 * 1024 * 1024
 
 
-@functools.cache
-def _rocks_options() -> Options:
-    """One ``rocksdict.Options`` for every database of the process (the memory is shared)."""
+def rocks_options() -> Options:
+    """Options for RocksDB databases that share one bounded memory: give the same object to
+    every database that should share it (the worker: both of its state stores)."""
     from rocksdict import BlockBasedOptions, Cache, Options, WriteBufferManager
 
     cache = Cache(ROCKS_BLOCK_CACHE)
@@ -128,11 +128,11 @@ def _rocks_options() -> Options:
 class RocksPartition:
     """One RocksDB database per partition (``rocksdict``), the changelog offset inside it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, options: Options | None = None) -> None:
         from rocksdict import Rdict
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), _rocks_options())
+        self._db = Rdict(str(path), options if options is not None else rocks_options())
         self._count: int | None = None
         stored = self._db.get(_OFFSET_KEY)
         self._offset = int(stored) if stored is not None else 0
@@ -192,10 +192,13 @@ class PartitionedStore:
         publisher: Publisher,
         store: str = "memory://",
         data_dir: str | Path = "./var",
+        rocks: Options | None = None,
     ) -> None:
         self.changelog = changelog
         self._publisher = publisher
         self._store = store
+        #: the RocksDB options (and so the memory) its partitions share, made when first needed
+        self._rocks = rocks
         self._dir = Path(data_dir) / "seen"
         self._partitions: dict[int, PartitionStore] = {}
         #: one restore at a time (a rebalance and a batch may both ask for a partition)
@@ -203,7 +206,9 @@ class PartitionedStore:
 
     def _open(self, partition: int) -> PartitionStore:
         if self._store.startswith("rocksdb"):
-            return RocksPartition(self._dir / f"{self.changelog}-{partition}")
+            if self._rocks is None:
+                self._rocks = rocks_options()
+            return RocksPartition(self._dir / f"{self.changelog}-{partition}", self._rocks)
         return MemoryPartition()
 
     # --- lookups --------------------------------------------------------------------------
@@ -296,9 +301,9 @@ class PartitionedStore:
         them. A key whose partition is not (or no longer) assigned here is skipped: its new
         owner will repeat work at worst, never lose it. PublishError if a write failed.
 
-        The entries of one partition go to the broker as whole record batches (aiokafka's
-        public ``create_batch``/``send_batch``): the partition is known, so nothing is
-        gained by sending them one by one, which cost the pipeline a tenth of its CPU."""
+        The entries of one partition go to the broker as whole record batches
+        (``Publisher.send_batches``): sent one by one they cost the pipeline a tenth of its
+        CPU."""
         by_partition: dict[int, list[_Entry]] = {}
         for key, partition, value in entries:
             store = self._partitions.get(partition)
@@ -306,22 +311,11 @@ class PartitionedStore:
                 by_partition.setdefault(partition, []).append((store, key, value))
         if not by_partition:
             return
-        producer = self._publisher.producer
-        sends: list[tuple[asyncio.Future[object], list[_Entry]]] = []
+        sends: list[tuple[asyncio.Future[Any], list[_Entry]]] = []
         for partition, items in by_partition.items():
-            batch = producer.create_batch()
-            chunk: list[_Entry] = []
-            for item in items:
-                if batch.append(timestamp=None, key=item[1], value=item[2]) is None:
-                    # full: send it, and start the next with this entry (a first entry
-                    # always fits)
-                    future = await producer.send_batch(batch, self.changelog, partition=partition)
-                    sends.append((future, chunk))
-                    batch, chunk = producer.create_batch(), []
-                    batch.append(timestamp=None, key=item[1], value=item[2])
-                chunk.append(item)
-            future = await producer.send_batch(batch, self.changelog, partition=partition)
-            sends.append((future, chunk))
+            sends += await self._publisher.send_batches(
+                self.changelog, partition, items, lambda entry: (entry[1], entry[2], None)
+            )
         results = await asyncio.gather(*(f for f, _ in sends), return_exceptions=True)
         failed = 0
         for (_, chunk), result in zip(sends, results, strict=True):
