@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -264,16 +264,15 @@ def bulk_producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
-class Worker:
-    """``python -m faust -A streamapp.app worker --without-web`` with its own environment."""
+class FaustProcess:
+    """``python -m faust -A streamapp.app <args>`` with its own environment and log file."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, data_dir: Path) -> None:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.args = list(args)
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.env.setdefault("STREAMAPP_DATA_DIR", str(data_dir))
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
-        self.started_wall = 0.0
         self._log: Any = None
 
     @property
@@ -281,15 +280,36 @@ class Worker:
         assert self.process is not None
         return self.process.pid
 
-    def start(self) -> Worker:
+    def start(self) -> Self:
         self._log = open(self.log_path, "ab")  # closed in stop()
         self.started_at = time.monotonic()
-        self.started_wall = time.time()
-        self.process = spawn_faust(["worker", "-l", "info", "--without-web"], self.env, self._log)
+        self.process = spawn_faust(self.args, self.env, self._log)
         return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc = self.process
+        if proc is not None:
+            _stop_process(proc, timeout)
+            _running.discard(proc)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class Worker(FaustProcess):
+    """``python -m faust -A streamapp.app worker --without-web`` with its own environment."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, data_dir: Path) -> None:
+        super().__init__(["worker", "-l", "info", "--without-web"], env, log_path)
+        self.env.setdefault("STREAMAPP_DATA_DIR", str(data_dir))
+        self.started_wall = 0.0
+
+    def start(self) -> Self:
+        self.started_wall = time.time()
+        return super().start()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -325,15 +345,6 @@ class Worker:
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        proc = self.process
-        if proc is not None:
-            _stop_process(proc, timeout)
-            _running.discard(proc)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -601,30 +612,8 @@ def polling_env(
     }
 
 
-class Command:
+class Command(FaustProcess):
     """``python -m faust -A streamapp.app <args>`` (an operator command, not a worker)."""
-
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.args = list(args)
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-        self._log: Any = None
-
-    def start(self) -> Command:
-        self._log = open(self.log_path, "ab")  # closed in stop()
-        self.started_at = time.monotonic()
-        self.process = spawn_faust(self.args, self.env, self._log)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     async def wait(self, wait_s: float) -> int:
         """Its exit status; TimeoutError when it runs longer than ``wait_s``."""
@@ -635,15 +624,6 @@ class Command:
                 raise TimeoutError(f"{self.args[0]} still running after {wait_s:.0f}s")
             await asyncio.sleep(0.1)
         return code
-
-    def stop(self, timeout: float = 20.0) -> None:
-        proc = self.process
-        if proc is not None:
-            _stop_process(proc, timeout)
-            _running.discard(proc)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 def max_in_window(times: Sequence[float], window: float) -> int:
