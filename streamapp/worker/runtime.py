@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 
@@ -35,7 +35,7 @@ from streamapp.kafka.pipeline_loop import ConsumerLoop, Loops
 from streamapp.kafka.progress import ProgressTable
 from streamapp.kafka.publisher import Publisher
 from streamapp.kafka.rawsink import RawSink
-from streamapp.kafka.seen import PartitionedStore, SeenStore
+from streamapp.kafka.seen import PartitionedStore, SeenStore, rocks_options
 from streamapp.kafka.statetopic import TOPIC_CONFIG, StateTopic
 from streamapp.kafka.works import DetectWork, RawWork
 from streamapp.notify.channels import Deliverer
@@ -44,6 +44,9 @@ from streamapp.worker.metrics import Metrics
 from streamapp.worker.poller import Poller
 from streamapp.worker.statuspage import MinuteCounter
 from streamapp.worker.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from rocksdict import Options
 
 log = logging.getLogger("streamapp.worker")
 
@@ -96,6 +99,7 @@ class Runtime:
         self.publisher = Publisher(self.cluster, max_request_size=settings.kafka_max_message_bytes)
         self.progress = ProgressTable(StateTopic(self.names.progress, publisher=self.publisher))
         self.health = StateTopic(self.names.health, publisher=self.publisher)
+        self._rocks: Options | None = None
         self.detections = self._detections(settings)
         self.processor = self._processor(settings)
         self.raw = RawWork(
@@ -193,12 +197,16 @@ class Runtime:
         )
 
     def _state_store(self, kind: type[_Store], changelog: str) -> _Store:
-        """A partitioned state store of this worker (the configured store and data dir)."""
+        """A partitioned state store of this worker (the configured store and data dir; with
+        RocksDB, every store of the worker shares one bounded memory)."""
+        if self.settings.store.startswith("rocksdb") and self._rocks is None:
+            self._rocks = rocks_options()
         return kind(
             changelog,
             publisher=self.publisher,
             store=self.settings.store,
             data_dir=self.settings.data_dir,
+            rocks=self._rocks,
         )
 
     def _group_consumer(self, group: str) -> AIOKafkaConsumer:
